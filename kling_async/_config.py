@@ -1,0 +1,107 @@
+"""Frozen settings: where the API is, how to retry, how to poll."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._exceptions import KlingError
+
+__all__ = ["DEFAULT_BASE_URL", "PollPolicy", "RetryPolicy", "SessionConfig", "resolve_config"]
+
+DEFAULT_BASE_URL = "https://api.apimart.ai"
+API_KEY_ENV = "APIMART_API_KEY"
+BASE_URL_ENV = "APIMART_BASE_URL"
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name}: must be > 0 (got {value!r})")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Exponential backoff with full jitter for GETs and for submits that surely did not land.
+
+    ``Retry-After`` is honoured exactly; a server asking for more than ``max_retry_after``
+    seconds ends the retries instead of being waited on for less than it asked.
+    """
+
+    max_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    base_delay: float = attrs.field(default=0.5, validator=_positive)
+    max_delay: float = attrs.field(default=20.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=300.0, validator=_positive)
+
+
+@attrs.frozen
+class PollPolicy:
+    """How the shared poller spends its status requests.
+
+    ``min_interval``/``max_interval`` clamp the gap between two checks of one task;
+    ``max_requests_per_second`` caps status requests for the whole session in any 1 s
+    window; ``max_concurrency`` bounds status requests in flight (and the connection pool).
+    """
+
+    min_interval: float = attrs.field(default=2.0, validator=_positive)
+    max_interval: float = attrs.field(default=30.0, validator=_positive)
+    max_requests_per_second: float = attrs.field(default=10.0, validator=_positive)
+    max_concurrency: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    jitter: float = attrs.field(
+        default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_interval < self.min_interval:
+            raise ValueError(
+                f"max_interval: must be >= min_interval ({self.max_interval} < {self.min_interval})"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen
+class SessionConfig:
+    """Everything a session needs, resolved and checked; the key is hidden from ``repr``."""
+
+    api_key: str = attrs.field(repr=False)
+    base_url: str
+    poll: PollPolicy = PollPolicy()
+    retry: RetryPolicy = RetryPolicy()
+    request_timeout: float = attrs.field(default=30.0, validator=_positive)
+    download_timeout: float = attrs.field(default=600.0, validator=_positive)
+    max_download_bytes: int = attrs.field(default=2 * 1024**3, validator=attrs.validators.ge(1))
+
+
+def resolve_config(
+    api_key: str | None,
+    base_url: str | None,
+    *,
+    allow_insecure: bool = False,
+    **options: object,
+) -> SessionConfig:
+    """Fill the key and URL from the environment and refuse unsafe combinations."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if not key or not key.strip():
+        raise KlingError(
+            f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+        )
+    url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KlingError(f"base_url: must be an http(s) URL with a host (got {url!r})")
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        raise KlingError(
+            f"base_url: plain http would send the API key unencrypted to {parts.hostname}; "
+            "use https, a loopback address, or pass allow_insecure=True"
+        )
+    return SessionConfig(api_key=key.strip(), base_url=url, **options)  # type: ignore[arg-type]

@@ -1,0 +1,195 @@
+"""The one cattrs converter between Python objects and the API's JSON.
+
+Every hook lives in :func:`configure_converter`. Structuring is tolerant the way API.md
+asks: unknown fields are ignored, numbers may come as strings, timestamps may be in
+milliseconds, ``url`` may be a string or a list, unknown statuses become ``UNKNOWN``.
+Unstructuring a request omits every optional field left unset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NewType
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._exceptions import InvalidResponseError
+from ._models import (
+    ErrorInfo,
+    ImageToVideo,
+    TaskSnapshot,
+    TaskStatus,
+    TextToVideo,
+    Video,
+    VideoRequest,
+    check_task_id,
+)
+
+__all__ = [
+    "configure_converter",
+    "converter",
+    "make_converter",
+    "parse_snapshot",
+    "parse_submission",
+    "request_body",
+]
+
+Timestamp = NewType("Timestamp", float)
+_MS_THRESHOLD = 100_000_000_000  # a seconds timestamp passes this in the year 5138
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _optional_number(value: Any, _: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    return _number(value)
+
+
+def _timestamp(value: Any, _: Any) -> float | None:
+    number = _optional_number(value, None)
+    if number is not None and number > _MS_THRESHOLD:
+        number /= 1000.0
+    return number
+
+
+def _progress(value: Any, _: Any) -> int:
+    if value is None or value == "":
+        return 0
+    return min(100, max(0, round(_number(value))))
+
+
+def _text(value: Any, _: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError(f"expected text, got {type(value).__name__}")
+
+
+def _first_url(value: Any) -> str:
+    url = value[0] if isinstance(value, list) and value else value
+    if not isinstance(url, str) or not url:
+        raise ValueError("video url is neither a string nor a list of strings")
+    return url
+
+
+def configure_converter(conv: cattrs.Converter) -> None:
+    """Register every hook the SDK needs on ``conv``."""
+    conv.register_structure_hook(float | None, _optional_number)
+    conv.register_structure_hook(Timestamp | None, _timestamp)
+    conv.register_structure_hook(str | None, _text)
+    conv.register_structure_hook(TaskStatus, lambda v, _: TaskStatus(str(v)))
+
+    conv.register_structure_hook(
+        Video,
+        lambda d, _: Video(
+            url=_first_url(d.get("url")), expires_at=_timestamp(d.get("expires_at"), None)
+        ),
+    )
+    conv.register_structure_hook(
+        ErrorInfo,
+        lambda d, _: ErrorInfo(
+            code=_text(d.get("code"), None),
+            message=_text(d.get("message") or d.get("msg"), None),
+        )
+        if isinstance(d, Mapping)
+        else ErrorInfo(message=_text(d, None)),
+    )
+
+    snapshot_fields = make_dict_structure_fn(
+        TaskSnapshot,
+        conv,
+        progress=override(struct_hook=_progress),
+        created=override(struct_hook=_timestamp),
+        completed=override(struct_hook=_timestamp),
+    )
+
+    def structure_snapshot(data: Any, _: Any) -> TaskSnapshot:
+        if not isinstance(data, Mapping):
+            raise ValueError("task data is not an object")
+        fields = dict(data)
+        result = fields.pop("result", None)
+        videos = result.get("videos") if isinstance(result, Mapping) else None
+        fields["videos"] = list(videos) if isinstance(videos, list) else []
+        if fields.get("error") is None:
+            fields.pop("error", None)
+        fields["id"] = check_task_id(fields.get("id") or fields.get("task_id"))
+        return snapshot_fields(fields, TaskSnapshot)
+
+    conv.register_structure_hook(TaskSnapshot, structure_snapshot)
+
+    for cls in (TextToVideo, ImageToVideo):
+        conv.register_unstructure_hook(cls, _omit_unset(cls, conv))
+
+
+def _omit_unset(cls: type[VideoRequest], conv: cattrs.Converter) -> Any:
+    """Unstructure every field but those left at None (the API's optional fields)."""
+    overrides: dict[str, Any] = (
+        {"image_urls": override(unstruct_hook=list)} if cls is ImageToVideo else {}
+    )
+    unstructure = make_dict_unstructure_fn(cls, conv, **overrides)
+
+    def hook(request: VideoRequest) -> dict[str, Any]:
+        return {k: v for k, v in unstructure(request).items() if v is not None}
+
+    return hook
+
+
+def make_converter() -> cattrs.Converter:
+    """A fresh converter with the SDK's hooks."""
+    conv = cattrs.Converter()
+    configure_converter(conv)
+    return conv
+
+
+converter = make_converter()
+
+
+def request_body(request: VideoRequest) -> dict[str, Any]:
+    """The JSON body of a submit for ``request``."""
+    body: dict[str, Any] = converter.unstructure(request)
+    return body
+
+
+def _data(payload: Any) -> Any:
+    if not isinstance(payload, Mapping) or "data" not in payload:
+        raise InvalidResponseError("response has no 'data' field")
+    return payload["data"]
+
+
+def parse_snapshot(payload: Any) -> TaskSnapshot:
+    """Read a ``GET /v1/tasks/{id}`` body into a snapshot, or raise InvalidResponseError."""
+    try:
+        return converter.structure(_data(payload), TaskSnapshot)
+    except InvalidResponseError:
+        raise
+    except Exception as exc:  # cattrs wraps field errors in (Base)ExceptionGroups
+        raise InvalidResponseError(f"unreadable task status: {_describe(exc)}") from exc
+
+
+def parse_submission(payload: Any) -> str:
+    """The task id from a submit response (``data`` is a list with one element)."""
+    data = _data(payload)
+    first = data[0] if isinstance(data, list) and data else data
+    task_id = first.get("task_id") if isinstance(first, Mapping) else None
+    try:
+        return check_task_id(task_id)
+    except ValueError as exc:
+        raise InvalidResponseError(f"submit response has no usable task_id: {exc}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"[:300]
+

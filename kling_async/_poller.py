@@ -1,0 +1,316 @@
+"""The shared poller: one driver task per session checks every task in flight.
+
+A heap of ``(due, seq, task_id)`` says who is checked next (stale items are skipped
+lazily); one entry per task id serves every handle and waiter on it; each wake-up sends
+the status requests that are due, bounded by ``max_concurrency`` in flight and by the
+session-wide :class:`RateLimiter`. A 429 pauses every check for the server's Retry-After;
+a 5xx or timeout reschedules only that task; 401/403 fail every waiter at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from ._config import PollPolicy
+from ._convert import parse_snapshot
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    InvalidResponseError,
+    KlingError,
+    NetworkError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    SessionClosedError,
+)
+from ._models import TaskSnapshot
+from ._ratelimit import RateLimiter
+from ._retry import full_jitter_delay
+from ._schedule import Progress, SpreadModel, next_delay
+from ._transport import Transport
+
+__all__ = ["Poller"]
+
+logger = logging.getLogger("kling_async")
+
+_TRANSIENT = (ServerError, NetworkError, RequestTimeoutError, InvalidResponseError)
+
+
+class _Entry:
+    """Everything the poller keeps about one task id (slotted: thousands live at once)."""
+
+    __slots__ = (
+        "created",
+        "estimate",
+        "failures",
+        "futures",
+        "kind",
+        "polls",
+        "progress",
+        "queues",
+        "seq",
+        "snapshot",
+        "task_id",
+    )
+
+    def __init__(self, task_id: str, kind: Hashable | None, created: float) -> None:
+        self.task_id = task_id
+        self.kind = kind
+        self.created = created
+        self.estimate: float | None = None
+        self.futures: list[asyncio.Future[TaskSnapshot]] = []
+        self.queues: list[asyncio.Queue[TaskSnapshot | BaseException]] = []
+        self.snapshot: TaskSnapshot | None = None
+        self.progress = Progress()
+        self.polls = 0
+        self.failures = 0
+        self.seq = -1  # the heap item that is current; -1 while a check is in flight
+
+
+class Poller:
+    """Batches the status checks of every task the session waits on."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        policy: PollPolicy,
+        *,
+        model: SpreadModel | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._transport = transport
+        self._policy = policy
+        self.model = model or SpreadModel()
+        self._rng = rng or random.Random()
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._limiter = RateLimiter(policy.max_requests_per_second)
+        self._paused_until = 0.0
+        self._wake = asyncio.Event()
+        self._driver: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.requests_sent = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def wait(self, task_id: str, kind: Hashable | None = None) -> asyncio.Future[TaskSnapshot]:
+        """A future resolved with the task's terminal snapshot (or failed with an error)."""
+        entry = self._entry(task_id, kind)
+        future: asyncio.Future[TaskSnapshot] = asyncio.get_running_loop().create_future()
+        entry.futures.append(future)
+        return future
+
+    def updates(
+        self, task_id: str, kind: Hashable | None = None
+    ) -> asyncio.Queue[TaskSnapshot | BaseException]:
+        """A queue fed with every new snapshot until a terminal one (or an error)."""
+        entry = self._entry(task_id, kind)
+        queue: asyncio.Queue[TaskSnapshot | BaseException] = asyncio.Queue()
+        entry.queues.append(queue)
+        return queue
+
+    def release(self, task_id: str, listener: Any) -> None:
+        """Forget a listener; a task nobody listens to any more is no longer checked."""
+        entry = self._entries.get(task_id)
+        if entry is None:
+            return
+        if listener in entry.futures:
+            entry.futures.remove(listener)
+        elif listener in entry.queues:
+            entry.queues.remove(listener)
+        if not entry.futures and not entry.queues:
+            del self._entries[task_id]  # its heap item is skipped lazily
+
+    def _entry(self, task_id: str, kind: Hashable | None) -> _Entry:
+        if self._closed:
+            raise SessionClosedError("the session is closed")
+        entry = self._entries.get(task_id)
+        if entry is None:
+            entry = self._entries[task_id] = _Entry(task_id, kind, time.time())
+            self._schedule(entry)
+            self._ensure_driver()
+        return entry
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _schedule(self, entry: _Entry, delay: float | None = None) -> None:
+        if delay is None:
+            snapshot = entry.snapshot
+            estimate = entry.estimate or self.model.estimate_for(entry.kind)
+            delay = next_delay(
+                now=time.time(),
+                policy=self._policy,
+                model=self.model,
+                polls=entry.polls,
+                created=snapshot.created if snapshot and snapshot.created else entry.created,
+                estimate=estimate,
+                progress=entry.progress,
+                rng=self._rng,
+            )
+        loop = asyncio.get_running_loop()
+        entry.seq = next(self._seq)
+        due = loop.time() + delay
+        if not self._heap or due < self._heap[0][0]:
+            self._wake.set()
+        heapq.heappush(self._heap, (due, entry.seq, entry.task_id))
+
+    def _ensure_driver(self) -> None:
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.get_running_loop().create_task(
+                self._drive(), name="kling_async-poller"
+            )
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self._launch_due(loop)
+            self._wake.clear()
+            if delay is None:
+                await self._wake.wait()
+            elif delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    def _launch_due(self, loop: asyncio.AbstractEventLoop) -> float | None:
+        """Start every check that is due and allowed; return how long until the next one."""
+        heap, entries = self._heap, self._entries
+        while heap:
+            now = loop.time()
+            if now < self._paused_until:
+                return self._paused_until - now
+            due, seq, task_id = heap[0]
+            entry = entries.get(task_id)
+            if entry is None or entry.seq != seq:
+                heapq.heappop(heap)
+                continue
+            if due > now:
+                return due - now
+            if len(self._checks) >= self._policy.max_concurrency:
+                return None  # a finishing check wakes the driver
+            wait = self._limiter.reserve(now)
+            if wait > 0:
+                return wait
+            heapq.heappop(heap)
+            entry.seq = -1
+            check = loop.create_task(self._check(entry))
+            self._checks.add(check)
+            check.add_done_callback(self._check_done)
+        return None
+
+    def _check_done(self, check: asyncio.Task[None]) -> None:
+        self._checks.discard(check)
+        self._wake.set()
+
+    # -- one status check ----------------------------------------------------------------
+
+    async def _check(self, entry: _Entry) -> None:
+        self.requests_sent += 1
+        entry.polls += 1
+        try:
+            payload = await self._transport.request_json(
+                "GET", self._transport.task_path(entry.task_id)
+            )
+            snapshot = parse_snapshot(payload)
+        except RateLimitError as exc:
+            self._on_rate_limited(entry, exc)
+        except _TRANSIENT as exc:
+            entry.failures += 1
+            delay = full_jitter_delay(
+                entry.failures, self._policy.min_interval, self._policy.max_interval, self._rng
+            )
+            logger.info("status check of %s failed (%s); retry in %.2fs",
+                        entry.task_id, type(exc).__name__, delay)
+            self._reschedule(entry, max(delay, self._policy.min_interval))
+        except AuthenticationError as exc:
+            logger.error("status checks refused (%s); failing every waiter", exc.status)
+            for other in list(self._entries.values()):
+                self._fail(other, exc)
+        except APIError as exc:
+            self._fail(entry, exc)
+        except Exception as exc:  # a bug must not kill the poller or strand waiters
+            logger.exception("unexpected error checking %s", entry.task_id)
+            self._fail(entry, KlingError(f"unexpected error: {type(exc).__name__}: {exc}"))
+        else:
+            self._limiter.speed_up()
+            entry.failures = 0
+            self._deliver(entry, snapshot)
+
+    def _on_rate_limited(self, entry: _Entry, exc: RateLimitError) -> None:
+        loop = asyncio.get_running_loop()
+        wait = exc.retry_after
+        if wait is None:
+            wait = full_jitter_delay(3, self._policy.min_interval, self._policy.max_interval)
+        self._paused_until = max(self._paused_until, loop.time() + wait)
+        self._limiter.slow_down()
+        logger.warning("rate limited: pausing status checks for %.2fs", wait)
+        self._reschedule(entry, wait)
+
+    def _reschedule(self, entry: _Entry, delay: float | None) -> None:
+        if self._entries.get(entry.task_id) is entry:
+            self._schedule(entry, delay)
+
+    def _deliver(self, entry: _Entry, snapshot: TaskSnapshot) -> None:
+        previous, entry.snapshot = entry.snapshot, snapshot
+        entry.progress.observe(time.time(), snapshot.progress)
+        if snapshot.estimated_time:
+            entry.estimate = snapshot.estimated_time
+            self.model.remember_estimate(entry.kind, snapshot.estimated_time)
+        if previous is None or previous != snapshot:
+            for queue in entry.queues:
+                queue.put_nowait(snapshot)
+        if snapshot.status.is_terminal:
+            self._learn(entry, snapshot)
+            for future in entry.futures:
+                if not future.done():
+                    future.set_result(snapshot)
+            self._entries.pop(entry.task_id, None)
+        else:
+            self._reschedule(entry, None)
+
+    def _learn(self, entry: _Entry, snapshot: TaskSnapshot) -> None:
+        estimate = snapshot.estimated_time or entry.estimate
+        actual = snapshot.actual_time
+        if actual is None and snapshot.completed and snapshot.created:
+            actual = snapshot.completed - snapshot.created
+        if estimate and actual and snapshot.status == "completed":
+            self.model.observe(estimate, actual)
+
+    def _fail(self, entry: _Entry, exc: BaseException) -> None:
+        for future in entry.futures:
+            if not future.done():
+                future.set_exception(exc)
+        for queue in entry.queues:
+            queue.put_nowait(exc)
+        self._entries.pop(entry.task_id, None)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the driver and every check; fail what is still waiting with SessionClosedError."""
+        self._closed = True
+        pending = [t for t in (self._driver, *self._checks) if t is not None and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._driver = None
+        closed = SessionClosedError("the session was closed while waiting")
+        for entry in list(self._entries.values()):
+            self._fail(entry, closed)
+        self._heap.clear()

@@ -1,0 +1,124 @@
+"""The awaitable ``Task`` handle: ``result = await task``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Generator, Hashable
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import InvalidResponseError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from ._models import ErrorInfo, TaskSnapshot, TaskStatus, VideoRequest, VideoResult
+
+if TYPE_CHECKING:
+    from ._session import KlingSession
+
+__all__ = ["Task", "result_of"]
+
+
+def result_of(snapshot: TaskSnapshot) -> VideoResult:
+    """The result of a terminal snapshot, or the error it stands for."""
+    if snapshot.status == TaskStatus.FAILED:
+        error = snapshot.error or ErrorInfo()
+        raise TaskFailedError(snapshot.id, error.code, error.message)
+    if snapshot.status == TaskStatus.CANCELLED:
+        raise TaskCancelledError(snapshot.id)
+    if not snapshot.videos:
+        raise InvalidResponseError(f"task {snapshot.id} completed without any video")
+    return VideoResult(task_id=snapshot.id, videos=snapshot.videos)
+
+
+class Task:
+    """A handle on one generation; many handles on one id share the session's checks.
+
+    The id is known the moment the submit returns; ``session.task(id)`` makes a new handle
+    for it later (after a restart). Awaiting waits through the shared poller.
+    """
+
+    __slots__ = ("_session", "id", "request", "snapshot")
+
+    def __init__(
+        self,
+        session: KlingSession,
+        task_id: str,
+        request: VideoRequest | None = None,
+        snapshot: TaskSnapshot | None = None,
+    ) -> None:
+        self._session = session
+        self.id = task_id
+        #: The request this handle submitted (None for a re-attached handle).
+        self.request = request
+        #: The latest status seen through this handle (None before the first check).
+        self.snapshot = snapshot
+
+    def __repr__(self) -> str:
+        status = self.snapshot.status.value if self.snapshot else "unchecked"
+        return f"<Task {self.id} {status}>"
+
+    @property
+    def status(self) -> TaskStatus | None:
+        """The latest status seen, or None before the first check."""
+        return self.snapshot.status if self.snapshot else None
+
+    @property
+    def done(self) -> bool:
+        """True once a terminal status has been seen."""
+        return self.snapshot is not None and self.snapshot.status.is_terminal
+
+    @property
+    def _kind(self) -> Hashable | None:
+        return self.request.kind if self.request is not None else None
+
+    def __await__(self) -> Generator[Any, None, VideoResult]:
+        return self.wait().__await__()
+
+    async def wait(self, timeout: float | None = None) -> VideoResult:
+        """Wait for the task to end; raise TaskTimeoutError after ``timeout`` seconds.
+
+        A timeout or a cancelled wait leaves the task running remotely and the session's
+        poller untouched; awaiting again resumes waiting.
+        """
+        if self.done:
+            assert self.snapshot is not None
+            return result_of(self.snapshot)
+        poller = self._session._live_poller()
+        future = poller.wait(self.id, self._kind)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                self.snapshot = await future
+        except TimeoutError:
+            if deadline.expired():
+                raise TaskTimeoutError(self.id, timeout or 0.0) from None
+            raise
+        finally:
+            poller.release(self.id, future)
+            if future.done() and not future.cancelled():
+                future.exception()  # mark retrieved even if our waiter was cancelled
+            else:
+                future.cancel()
+        return result_of(self.snapshot)
+
+    async def updates(self) -> AsyncIterator[TaskSnapshot]:
+        """Yield each new status/progress until a terminal one (which is yielded last)."""
+        if self.done:
+            assert self.snapshot is not None
+            yield self.snapshot
+            return
+        poller = self._session._live_poller()
+        queue = poller.updates(self.id, self._kind)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                self.snapshot = item
+                yield item
+                if item.status.is_terminal:
+                    return
+        finally:
+            poller.release(self.id, queue)
+
+    async def refresh(self) -> TaskSnapshot:
+        """Fetch the status now (one GET, retried on transient errors), outside the poller."""
+        self.snapshot = await self._session.status(self.id)
+        return self.snapshot
