@@ -1,0 +1,144 @@
+"""Choosing faults (scripted first, then random) and serving them.
+
+How each kind reaches the wire:
+
+=================  ==========================================================
+"429"              429, JSON error body, ``Retry-After: <retry_after>``
+"500"/"502"/"503"  that status, JSON error body
+"html"             502 with an nginx-style HTML page (``text/html``)
+"reset"            the TCP connection is aborted with an RST, no response at all
+"slow"             the normal answer, after ``slow_delay`` real seconds
+"truncated"        200 JSON (or the video) with the body cut in half
+"body_error"       HTTP 200 with ``{"code": 500, "message": "internal"}``
+"unknown_status"   a valid status body whose status is ``"mystery"``
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import struct
+from typing import Any, cast
+
+from aiohttp import web
+
+from ._config import API_ROUTES, Fault, Route, When, format_seconds, kind_applies
+
+__all__ = [
+    "ERROR_KINDS",
+    "FaultBox",
+    "drop_connection",
+    "error_response",
+    "json_response",
+    "truncated_response",
+]
+
+ERROR_KINDS = frozenset({"429", "500", "502", "503", "html", "body_error"})
+"""Kinds answered by a canned error response instead of the real one."""
+
+_MESSAGES = {
+    429: "rate limit exceeded, retry later",
+    500: "internal server error",
+    502: "bad gateway",
+    503: "service temporarily unavailable",
+}
+_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+class FaultBox:
+    """Scripted faults in order, then random ones at `rate` drawn from `kinds`."""
+
+    __slots__ = ("_kinds", "_queue", "_rate", "_rng")
+
+    def __init__(self, rng: random.Random, rate: float, kinds: tuple[str, ...]) -> None:
+        self._rng = rng
+        self._rate = rate
+        self._kinds = kinds
+        self._queue: list[list[Any]] = []  # [fault, times left]
+
+    def inject(self, fault: Fault) -> None:
+        """Queue `fault` behind the ones already scripted."""
+        self._queue.append([fault, fault.times])
+
+    def clear(self) -> None:
+        """Drop every scripted fault not yet served."""
+        self._queue.clear()
+
+    def pending(self) -> list[tuple[Fault, int]]:
+        """Scripted faults not yet (fully) served, with the times left."""
+        return [(entry[0], entry[1]) for entry in self._queue]
+
+    def draw(self, route: str) -> Fault | None:
+        """The fault the next request on `route` gets, if any (consumes a scripted one)."""
+        for index, entry in enumerate(self._queue):
+            fault: Fault = entry[0]
+            if fault.applies_to(route):
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._queue[index]
+                return fault
+        if self._rate <= 0 or route not in API_ROUTES or self._rng.random() >= self._rate:
+            return None
+        kinds = [kind for kind in self._kinds if kind_applies(kind, route)]
+        if not kinds:
+            return None
+        when: When = "before"
+        if route == "submit" and self._rng.random() < 0.5:
+            when = "after"
+        return Fault(self._rng.choice(kinds), route=cast(Route, route), when=when)
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A compact JSON response."""
+    return web.Response(
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(kind: str, retry_after: float) -> web.Response:
+    """The canned response for an error-shaped fault kind (see `ERROR_KINDS`)."""
+    if kind == "html":
+        return web.Response(text=_HTML, status=502, content_type="text/html")
+    if kind == "body_error":
+        return json_response({"code": 500, "message": "internal"})
+    status = int(kind)
+    headers = {"Retry-After": format_seconds(retry_after)} if status == 429 else None
+    return json_response({"code": status, "message": _MESSAGES[status]}, status, headers)
+
+
+def truncated_response(body: bytes) -> web.Response:
+    """HTTP 200, content-type JSON, with only the first half of `body`."""
+    return web.Response(body=body[: len(body) // 2], status=200, content_type="application/json")
+
+
+def drop_connection(request: web.BaseRequest, *, rst: bool = True) -> web.StreamResponse:
+    """Close the connection without (the rest of) a response; returns a dummy never sent.
+
+    With `rst` the socket is aborted with a TCP RST (a "connection reset"); without,
+    it is closed cleanly, which a client reading a body sees as a cut-off payload.
+    aiohttp then fails to write the dummy, which it treats as a client gone away.
+    """
+    transport = request.transport
+    if transport is not None:
+        if rst:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):  # platforms without SO_LINGER
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            transport.abort()
+        else:
+            transport.close()
+    return web.Response(status=499)

@@ -1,0 +1,154 @@
+"""Emulated jobs: each one's fate is fixed at submission, its state a pure function of time.
+
+No timer runs per job: a status request compares the wall clock with the job's
+`starts_at` / `completes_at`, so ten thousand jobs cost ten thousand small records.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from ._config import OUTCOMES, Outcome
+
+__all__ = [
+    "DEFAULT_ERROR",
+    "Script",
+    "Task",
+    "TaskRecord",
+    "estimate_for",
+    "new_task_id",
+    "progress_at",
+]
+
+_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in ULIDs
+_MODE_FACTOR = {"std": 1.0, "pro": 1.5}
+_DURATION_FACTOR = {5: 1.0, 10: 1.6, 15: 2.2}
+
+DEFAULT_ERROR: dict[str, Any] = {
+    "code": "generation_failed",
+    "message": "video generation failed (the prompt contains the emulator's fail marker)",
+}
+
+
+def new_task_id(rng: random.Random) -> str:
+    """A fresh id shaped like the real ones: `task_` and 26 base32 characters."""
+    return "task_" + "".join(rng.choices(_ID_ALPHABET, k=26))
+
+
+def estimate_for(base: float, mode: str, duration: int) -> float:
+    """The emulated estimate for a job, scaled from the std 5 s `base`."""
+    return base * _MODE_FACTOR.get(mode, 1.0) * _DURATION_FACTOR.get(duration, duration / 5)
+
+
+def progress_at(shape: str, fraction: float) -> int:
+    """Progress (0 to 99) a processing job reports `fraction` of the way through."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    if shape == "stuck":
+        return 0
+    if shape == "steps":
+        return min(int(fraction * 4), 3) * 25
+    return min(int(fraction * 100), 99)
+
+
+def _check_outcome(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in OUTCOMES:
+        raise ValueError(f"outcome: must be one of {', '.join(OUTCOMES)}")
+
+
+@attrs.frozen(kw_only=True)
+class Script:
+    """Fixes the fate of every later job whose prompt contains `prompt_contains`.
+
+    The first matching script (in the order added) wins; `time_factor` stretches the
+    job's run time, the error fields shape a failure.
+    """
+
+    prompt_contains: str = attrs.field(validator=attrs.validators.min_len(1))
+    outcome: Outcome = attrs.field(default="completed", validator=_check_outcome)
+    time_factor: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    error_code: str | int | None = None
+    error_message: str | None = None
+
+    def error(self) -> dict[str, Any] | None:
+        """The `error` object a failed job reports, None for other outcomes."""
+        if self.outcome != "failed":
+            return None
+        return {
+            "code": self.error_code if self.error_code is not None else DEFAULT_ERROR["code"],
+            "message": self.error_message or "video generation failed (scripted)",
+        }
+
+
+@attrs.frozen(kw_only=True)
+class TaskRecord:
+    """What the emulator knows about one job; times are wall-clock unix seconds."""
+
+    task_id: str
+    prompt: str
+    request: dict[str, Any]
+    created: float
+    starts_at: float
+    """When the job leaves "pending" for "processing"."""
+    completes_at: float
+    """When the job reaches its final state (completed, failed or cancelled)."""
+    estimated_time: float
+    """The estimate the status reports, in real seconds."""
+    actual_time: float
+    """`completes_at - created`, in real seconds."""
+    outcome: Outcome
+    error: dict[str, Any] | None
+    status_calls: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return attrs.asdict(self)
+
+
+@attrs.define(slots=True, eq=False, kw_only=True)
+class Task:
+    """The mutable per-job record the server keeps (status calls grow)."""
+
+    task_id: str
+    prompt: str
+    request: dict[str, Any]
+    created: float
+    starts_at: float
+    completes_at: float
+    estimated_time: float
+    outcome: Outcome
+    error: dict[str, Any] | None
+    status_calls: int = 0
+
+    def status(self, now: float) -> str:
+        """The API status at wall time `now`."""
+        if now < self.starts_at:
+            return "pending"
+        if now < self.completes_at:
+            return "processing"
+        return self.outcome
+
+    def fraction(self, now: float) -> float:
+        """How far through processing the job is at `now` (0 to 1)."""
+        span = self.completes_at - self.starts_at
+        if span <= 0:
+            return 1.0
+        return (now - self.starts_at) / span
+
+    def record(self) -> TaskRecord:
+        """A frozen snapshot for callers."""
+        return TaskRecord(
+            task_id=self.task_id,
+            prompt=self.prompt,
+            request=dict(self.request),
+            created=self.created,
+            starts_at=self.starts_at,
+            completes_at=self.completes_at,
+            estimated_time=self.estimated_time,
+            actual_time=self.completes_at - self.created,
+            outcome=self.outcome,
+            error=self.error,
+            status_calls=self.status_calls,
+        )
