@@ -39,12 +39,13 @@ class RateLimiter:
             log.popleft()
         limit = max(1, math.floor(self.rate))
         if len(log) >= limit:
-            return log[len(log) - limit] + window - now
+            # never 0.0, which means "sent": float rounding can make the difference vanish
+            return max(1e-6, log[len(log) - limit] + window - now)
         if self._stamp is not None:
             self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         if self._tokens < 1.0:
-            return (1.0 - self._tokens) / self.rate
+            return max(1e-6, (1.0 - self._tokens) / self.rate)
         self._tokens -= 1.0
         log.append(now)
         return 0.0

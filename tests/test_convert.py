@@ -1,0 +1,165 @@
+"""Parsing API answers: tolerant of the shapes API.md warns about, strict about garbage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kling_async import InvalidResponseError, TaskStatus
+from kling_async._convert import parse_snapshot, parse_submission
+
+REFERENCE = {
+    "code": 200,
+    "data": {
+        "id": "task_01KA040M0HP1GJWBJYZMKX1XS1",
+        "status": "completed",
+        "progress": 100,
+        "result": {
+            "videos": [
+                {"url": ["https://upload.apimart.ai/f/video/x.mp4"], "expires_at": 1763174708}
+            ]
+        },
+        "created": 1763088289,
+        "completed": 1763088308,
+        "estimated_time": 60,
+        "actual_time": 19,
+    },
+}
+
+
+def test_reference_body_parses():
+    """The API reference's completed task parses field by field."""
+    snap = parse_snapshot(REFERENCE)
+    assert snap.id == "task_01KA040M0HP1GJWBJYZMKX1XS1"
+    assert snap.status is TaskStatus.COMPLETED
+    assert snap.progress == 100
+    assert snap.videos[0].url == "https://upload.apimart.ai/f/video/x.mp4"
+    assert snap.videos[0].expires_at == 1763174708
+    assert (snap.created, snap.completed) == (1763088289, 1763088308)
+    assert (snap.estimated_time, snap.actual_time) == (60, 19)
+
+
+def test_tolerates_the_shapes_seen_in_the_wild():
+    """A string url, numbers as strings, ms timestamps, extra fields and unknown statuses."""
+    snap = parse_snapshot(
+        {
+            "code": "200",
+            "data": {
+                "id": "task_1",
+                "status": "rendering",
+                "progress": "42",
+                "created": "1763088289000",
+                "estimated_time": "60.5",
+                "result": {"videos": [{"url": "https://s/x.mp4", "future": True}]},
+                "brand_new_field": {"nested": [1, 2]},
+            },
+        }
+    )
+    assert snap.status is TaskStatus.UNKNOWN
+    assert snap.progress == 42
+    assert snap.created == 1763088289.0
+    assert snap.estimated_time == 60.5
+    assert snap.videos[0].url == "https://s/x.mp4"
+    assert snap.videos[0].expires_at is None
+
+
+def test_missing_optional_fields_default():
+    """A minimal body (id only) gives an UNKNOWN snapshot at 0 % with no videos."""
+    snap = parse_snapshot({"code": 200, "data": {"id": "task_1"}})
+    assert (snap.status, snap.progress, snap.videos, snap.error) == (
+        TaskStatus.UNKNOWN,
+        0,
+        (),
+        None,
+    )
+
+
+def test_failed_task_error_is_read_from_message_or_msg():
+    """The error's message may be under message or msg."""
+    snap = parse_snapshot(
+        {
+            "code": 200,
+            "data": {"id": "t1", "status": "failed", "error": {"code": 1301, "msg": "nsfw"}},
+        }
+    )
+    assert snap.error is not None
+    assert (snap.error.code, snap.error.message) == ("1301", "nsfw")
+
+
+def test_progress_is_clamped():
+    """Progress outside 0-100 is clamped rather than trusted."""
+    assert parse_snapshot({"data": {"id": "t1", "progress": 250}}).progress == 100
+    assert parse_snapshot({"data": {"id": "t1", "progress": -3}}).progress == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        [],
+        {"code": 200},
+        {"data": "nope"},
+        {"data": {"id": "../../etc/passwd"}},
+        {"data": {"id": "t1", "progress": "lots"}},
+        {"data": {"id": "t1", "progress": float("nan")}},
+        {"data": {"id": "t1", "result": {"videos": [{"url": 5}]}}},
+        {"data": {"id": "t1", "result": {"videos": ["x"]}}},
+        {"data": {"id": "t1", "created": [1]}},
+    ],
+)
+def test_garbage_is_an_invalid_response(payload):
+    """Bodies that are not a task status raise InvalidResponseError, never something else."""
+    with pytest.raises(InvalidResponseError):
+        parse_snapshot(payload)
+
+
+def test_submission_id_is_read_from_the_data_list():
+    """The submit answer's data is a list; its first task_id is returned."""
+    assert parse_submission(
+        {"code": 200, "data": [{"status": "submitted", "task_id": "task_9"}]}
+    ) == ("task_9")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"code": 200, "data": []}, {"data": [{"task_id": "a/b"}]}, {"data": [{"status": "x"}]}, {}],
+)
+def test_submission_without_usable_id_is_invalid(payload):
+    """A submit answer without a safe task id raises InvalidResponseError."""
+    with pytest.raises(InvalidResponseError):
+        parse_submission(payload)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"id": st.sampled_from(["task_1", "a/b", 7, None])},
+        optional={
+            "status": json_values,
+            "progress": json_values,
+            "created": json_values,
+            "estimated_time": json_values,
+            "result": json_values,
+            "error": json_values,
+        },
+    )
+)
+def test_parser_never_crashes_on_any_json(data):
+    """Whatever JSON arrives, the parser returns a snapshot or raises InvalidResponseError."""
+    try:
+        snap = parse_snapshot(json.loads(json.dumps({"code": 200, "data": data})))
+    except InvalidResponseError:
+        return
+    assert 0 <= snap.progress <= 100
+    assert all(isinstance(v.url, str) for v in snap.videos)
