@@ -98,12 +98,14 @@ def configure_converter(conv: cattrs.Converter) -> None:
     )
     conv.register_structure_hook(
         ErrorInfo,
-        lambda d, _: ErrorInfo(
-            code=_text(d.get("code"), None),
-            message=_text(d.get("message") or d.get("msg"), None),
-        )
-        if isinstance(d, Mapping)
-        else ErrorInfo(message=_text(d, None)),
+        lambda d, _: (
+            ErrorInfo(
+                code=_text(d.get("code"), None),
+                message=_text(d.get("message") or d.get("msg"), None),
+            )
+            if isinstance(d, Mapping)
+            else ErrorInfo(message=_text(d, None))
+        ),
     )
 
     snapshot_fields = make_dict_structure_fn(
@@ -192,4 +194,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
     return f"{type(exc).__name__}: {exc}"[:300]
-

@@ -33,9 +33,7 @@ def looks_like_video(head: bytes) -> bool:
     return head[4:8] in _BOX_TYPES or head.startswith(_EBML)
 
 
-async def stream_to_file(
-    transport: Transport, url: str, target: Path, *, max_bytes: int
-) -> int:
+async def stream_to_file(transport: Transport, url: str, target: Path, *, max_bytes: int) -> int:
     """Download ``url`` to ``target`` atomically; return the number of bytes written."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise DownloadError(f"refusing to download a non-http(s) URL: {url[:80]!r}")

@@ -234,8 +234,12 @@ class Poller:
             delay = full_jitter_delay(
                 entry.failures, self._policy.min_interval, self._policy.max_interval, self._rng
             )
-            logger.info("status check of %s failed (%s); retry in %.2fs",
-                        entry.task_id, type(exc).__name__, delay)
+            logger.info(
+                "status check of %s failed (%s); retry in %.2fs",
+                entry.task_id,
+                type(exc).__name__,
+                delay,
+            )
             self._reschedule(entry, max(delay, self._policy.min_interval))
         except AuthenticationError as exc:
             logger.error("status checks refused (%s); failing every waiter", exc.status)

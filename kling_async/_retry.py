@@ -38,7 +38,11 @@ def full_jitter_delay(
 
 
 _TRANSIENT_READ = (
-    RateLimitError, ServerError, NetworkError, RequestTimeoutError, InvalidResponseError
+    RateLimitError,
+    ServerError,
+    NetworkError,
+    RequestTimeoutError,
+    InvalidResponseError,
 )
 
 

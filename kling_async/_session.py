@@ -236,4 +236,3 @@ class KlingSession:
     async def _fresh_result(self, task_id: str) -> VideoResult:
         logger.info("result URL of %s expired or refused; fetching a fresh one", task_id)
         return result_of(await self.status(task_id))
-
