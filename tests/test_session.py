@@ -74,7 +74,7 @@ async def test_wait_with_deadline_times_out_and_the_task_keeps_running(session, 
 
 
 async def test_updates_stream_progress_until_terminal(session, emulator):
-    """updates() yields changing snapshots with non-decreasing progress and ends on the final one."""
+    """updates() yields changing snapshots, progress never falling, ending on the final one."""
     emulator.script(prompt_contains="watched", time_factor=3.0)
     task = await session.submit(TextToVideo("a watched pot"))
     seen = [snap async for snap in task.updates()]

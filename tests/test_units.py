@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 
 import aiohttp
@@ -83,7 +82,7 @@ def test_aiohttp_failures_are_mapped():
     assert map_exception(refused).sent is False  # type: ignore[attr-defined]
     lost = map_exception(aiohttp.ServerDisconnectedError())
     assert isinstance(lost, NetworkError) and lost.sent
-    assert isinstance(map_exception(asyncio.TimeoutError()), RequestTimeoutError)
+    assert isinstance(map_exception(TimeoutError()), RequestTimeoutError)
     assert isinstance(map_exception(ValueError("x")), InvalidResponseError)
 
 
