@@ -419,7 +419,7 @@ async def test_submit_fault_before_creates_no_task(session: aiohttp.ClientSessio
         assert emu.stats.submit_requests == 3
 
 
-@pytest.mark.parametrize("kind", ["500", "reset", "truncated", "body_error", "429"])
+@pytest.mark.parametrize("kind", ["500", "reset", "truncated", "body_error"])
 async def test_submit_fault_after_creates_the_task(
     session: aiohttp.ClientSession, kind: str
 ) -> None:
@@ -438,6 +438,12 @@ async def test_submit_fault_after_creates_the_task(
         assert prompt == BODY["prompt"]
         code, _ = await status(session, emu, task_id)
         assert code == 200
+
+
+def test_a_429_cannot_come_after_the_task_was_created() -> None:
+    """A 429 means the request was refused, so Fault("429", when="after") is rejected."""
+    with pytest.raises(ValueError, match="429"):
+        Fault("429", route="submit", when="after")
 
 
 async def test_slow_submit_after_client_gave_up(session: aiohttp.ClientSession) -> None:

@@ -41,6 +41,16 @@ def _still_connected(request: web.BaseRequest) -> bool:
     return transport is not None and not transport.is_closing()
 
 
+async def _prompt_of(request: web.Request) -> str:
+    """The prompt of a submit body (read once; aiohttp caches it for the handler)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return ""
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    return prompt if isinstance(prompt, str) else ""
+
+
 class _ApiHandlers:
     __slots__ = ("_state",)
 
@@ -86,6 +96,7 @@ class _ApiHandlers:
         if fault is None:
             return (await self._answer(request))[0]
         state.stats.count_fault(fault.kind)
+        state.stats.faulted_submissions.append((await _prompt_of(request), fault.kind, fault.when))
         config = state.config
         if fault.when == "before":
             if fault.kind == "reset":

@@ -149,6 +149,8 @@ class EmulatorConfig:
 
 
 def _check_fault(fault: Fault) -> None:
+    if fault.kind == "429" and fault.when == "after":
+        raise ValueError("a 429 refuses the request: it cannot come after the task was created")
     if fault.route == "any":
         if not any(kind_applies(fault.kind, route) for route in API_ROUTES):
             raise ValueError(f"fault kind {fault.kind!r} applies to no API route")

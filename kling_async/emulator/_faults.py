@@ -90,10 +90,12 @@ class FaultBox:
         kinds = [kind for kind in self._kinds if kind_applies(kind, route)]
         if not kinds:
             return None
+        kind = self._rng.choice(kinds)
         when: When = "before"
-        if route == "submit" and self._rng.random() < 0.5:
+        # A 429 refuses the request, so it never comes after a task was created.
+        if route == "submit" and kind != "429" and self._rng.random() < 0.5:
             when = "after"
-        return Fault(self._rng.choice(kinds), route=cast(Route, route), when=when)
+        return Fault(kind, route=cast(Route, route), when=when)
 
 
 def json_response(

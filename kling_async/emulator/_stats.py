@@ -50,6 +50,8 @@ class Stats:
     """Task id to prompt, in creation order."""
     ambiguous_submissions: list[tuple[str, str]] = attrs.Factory(list)
     """(task id, prompt) of tasks created whose submit response was then faulted."""
+    faulted_submissions: list[tuple[str, str, str]] = attrs.Factory(list)
+    """(prompt, fault kind, "before"|"after") of every submit request that got a fault."""
 
     def reset(self) -> None:
         """Zero every counter in place, so references to this object stay live."""
