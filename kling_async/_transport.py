@@ -8,11 +8,12 @@ the SDK's own errors (:func:`map_exception`, :func:`error_from_response`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -95,6 +96,9 @@ def map_exception(exc: BaseException) -> KlingError:
     """The SDK error for an aiohttp / asyncio / JSON failure."""
     if isinstance(exc, KlingError):
         return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # Timed out while connecting: the request was never sent.
+        return NetworkError("timed out connecting", sent=False)
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return RequestTimeoutError("the request timed out")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -122,14 +126,21 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 
 
 class Transport:
-    """The session's HTTP client: JSON calls to the API, streamed GETs for downloads."""
+    """The session's HTTP client: JSON calls to the API, streamed GETs for downloads.
 
-    __slots__ = ("_auth", "_config", "_http")
+    Requests wait for one of ``limit`` slots *before* aiohttp sees them, so they never
+    queue in aiohttp's pool, whose waiting counts against the request timeout: a submit
+    that timed out there was never sent, yet would look ambiguous.
+    """
+
+    __slots__ = ("_auth", "_config", "_http", "_limit", "_slots")
 
     def __init__(self, config: SessionConfig) -> None:
         self._config = config
         self._auth = f"Bearer {config.api_key}"
         self._http: aiohttp.ClientSession | None = None
+        self._limit = config.poll.max_concurrency + 8
+        self._slots = asyncio.Semaphore(self._limit)
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self._config.base_url!r})"
@@ -138,9 +149,7 @@ class Transport:
     def http(self) -> aiohttp.ClientSession:
         """The shared aiohttp session, created on first use inside the running loop."""
         if self._http is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._config.poll.max_concurrency + 8, ttl_dns_cache=300
-            )
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._http = aiohttp.ClientSession(
                 connector=connector,
                 headers={"User-Agent": "kling-async-python"},
@@ -154,16 +163,19 @@ class Transport:
         """One call to the API: auth header, timeout, JSON in and out, errors mapped."""
         url = self._config.base_url + path
         headers = {"Authorization": self._auth, "Accept": "application/json"}
-        timeout = aiohttp.ClientTimeout(total=self._config.request_timeout)
-        try:
-            async with self.http.request(
-                method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
-                raw = await _read_capped(response)
-                status = response.status
-                response_headers = response.headers
-        except Exception as exc:
-            raise map_exception(exc) from exc
+        timeout = aiohttp.ClientTimeout(
+            total=self._config.request_timeout, sock_connect=self._config.request_timeout / 2
+        )
+        async with self._slots:
+            try:
+                async with self.http.request(
+                    method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+                ) as response:
+                    raw = await _read_capped(response)
+                    status = response.status
+                    response_headers = response.headers
+            except Exception as exc:
+                raise map_exception(exc) from exc
         return self._decode(status, raw, response_headers)
 
     def _decode(self, status: int, raw: bytes, headers: Mapping[str, str]) -> Any:
@@ -190,12 +202,16 @@ class Transport:
         """The status path of a (validated) task id."""
         return "/v1/tasks/" + quote(task_id, safe="")
 
-    def open_download(self, url: str) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_download(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
         """A streamed GET of a result URL; it never carries the API key, whatever the host."""
         timeout = aiohttp.ClientTimeout(
-            total=self._config.download_timeout, sock_read=self._config.request_timeout
+            total=self._config.download_timeout,
+            sock_connect=self._config.request_timeout / 2,
+            sock_read=self._config.request_timeout,
         )
-        return self.http.get(url, timeout=timeout, allow_redirects=True)
+        async with self._slots, self.http.get(url, timeout=timeout) as response:
+            yield response
 
     async def close(self) -> None:
         """Close the connection pool."""
