@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -39,3 +40,14 @@ async def session(emulator: Emulator) -> AsyncIterator[KlingSession]:
     """A session bound to the emulator."""
     async with fast_session(emulator.url) as s:
         yield s
+
+
+def stray_tasks() -> set[asyncio.Task[object]]:
+    """asyncio tasks still alive besides the current one, ignoring the emulator's server side."""
+    stray = set()
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        filename = code.co_filename if code is not None else ""
+        if task is not asyncio.current_task() and "aiohttp/web_" not in filename:
+            stray.add(task)
+    return stray

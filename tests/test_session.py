@@ -8,7 +8,7 @@ import logging
 import time
 
 import pytest
-from conftest import API_KEY, fast_session
+from conftest import API_KEY, fast_session, stray_tasks
 
 from kling_async import (
     AuthenticationError,
@@ -257,7 +257,7 @@ async def test_closing_fails_pending_waiters_and_leaves_no_task(emulator):
     await session.close()
     outcomes = await asyncio.gather(*waits, updates, return_exceptions=True)
     assert all(isinstance(o, SessionClosedError) for o in outcomes)
-    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert stray_tasks() == set()
     with pytest.raises(SessionClosedError):
         await session.submit(TextToVideo("after close"))
     with pytest.raises(SessionClosedError):
