@@ -24,6 +24,15 @@ _BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 _EBML = b"\x1a\x45\xdf\xa3"  # WebM / Matroska
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
+
+
 class ExpiredURLError(DownloadError):
     """The storage host refused the URL (403/404/410): it expired or was replaced."""
 
@@ -42,6 +51,7 @@ async def stream_to_file(transport: Transport, url: str, target: Path, *, max_by
     try:
         with os.fdopen(fd, "wb") as out:
             written = await _copy(transport, url, out, max_bytes)
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):

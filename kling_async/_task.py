@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator, Hashable
+from collections.abc import AsyncGenerator, Generator, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import InvalidResponseError, TaskCancelledError, TaskFailedError, TaskTimeoutError
@@ -98,7 +98,7 @@ class Task:
                 future.cancel()
         return result_of(self.snapshot)
 
-    async def updates(self) -> AsyncIterator[TaskSnapshot]:
+    async def updates(self) -> AsyncGenerator[TaskSnapshot, None]:
         """Yield each new status/progress until a terminal one (which is yielded last)."""
         if self.done:
             assert self.snapshot is not None
