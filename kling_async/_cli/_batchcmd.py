@@ -1,0 +1,154 @@
+"""The batch command: check everything, open the journal, run, summarise, pick the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._batch import BatchOptions, BatchRun, Display
+from ._batchfile import BatchFileError, BatchLine, read_batch
+from ._journal import Journal, JournalError, default_path
+from ._jsonlines import JsonBatchDisplay, emit, summary_record
+from ._options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PROG,
+    CLIError,
+    Connection,
+    connection_from_args,
+    json_mode,
+    load_rich,
+    make_console,
+    open_session,
+    writable_dir,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["batch"]
+
+
+def batch(args: argparse.Namespace) -> int:
+    """``batch FILE --out DIR``: check everything, then run resumably; exit 0 only if all saved."""
+    connection = connection_from_args(args)
+    if args.concurrency < 1:
+        raise CLIError("--concurrency: must be at least 1")
+    try:
+        lines = read_batch(args.file)
+    except BatchFileError as exc:
+        problems = [f"{args.file}: {problem}" for problem in exc.problems]
+        if len(problems) == 1:
+            raise CLIError(f"{problems[0]}; nothing was submitted") from exc
+        raise CLIError(
+            f"{args.file}: {len(problems)} bad lines; nothing was submitted", problems=problems
+        ) from exc
+    out_dir = writable_dir(args.out, "output directory")
+    # The in-process emulator's tasks end with this process, so by default its runs keep
+    # no journal on disk: one could only point at tasks that no longer exist.
+    journal_path: Path | None = args.journal or (None if args.emulator else default_path(out_dir))
+    options = BatchOptions(
+        out_dir=out_dir,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        resubmit_uncertain=args.resubmit_uncertain,
+        retry_failed=args.retry_failed,
+    )
+    console = None if json_mode(args) else make_console(stderr=False)
+    display: Display
+    if console is None:
+        display = JsonBatchDisplay(out_dir, journal_path)
+    else:
+        display = load_rich().RichBatchDisplay(
+            make_console(stderr=True), f"{args.file.name} → {out_dir}"
+        )
+    try:
+        journal = Journal(journal_path)
+    except JournalError as exc:
+        raise CLIError(str(exc)) from exc
+    resume = _resume_hint(args, journal_path)
+    try:
+        with journal:
+            run = asyncio.run(_batch(connection, journal, lines, options, display))
+    except KeyboardInterrupt:
+        print(f"interrupted. {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _batch_outcome(run, out_dir, journal_path, console, resume)
+
+
+async def _batch(
+    connection: Connection,
+    journal: Journal,
+    lines: list[BatchLine],
+    options: BatchOptions,
+    display: Display,
+) -> BatchRun:
+    async with open_session(connection) as session:
+        run = BatchRun(session, journal, lines, options, display)
+        try:
+            await run.run()
+        except ExceptionGroup as group:
+            failed = group.subgroup(JournalError)
+            if failed is None:
+                raise
+            raise CLIError(
+                f"{_first(failed)}; stopped, the journal holds what was done", EXIT_FAILED
+            ) from group
+    return run
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _resume_hint(args: argparse.Namespace, journal: Path | None) -> str:
+    """How to resume this batch (the command never shows the API key)."""
+    if journal is None:
+        return (
+            "The in-process emulator stopped with this run, so there is nothing to resume; "
+            f"to try resuming, run `{PROG} emulator` separately and pass --base-url"
+        )
+    words = [PROG, "batch", str(args.file), "--out", str(args.out)]
+    if args.journal:
+        words += ["--journal", str(args.journal)]
+    return f"The journal is consistent; resume with: {shlex.join(words)} (and your other options)"
+
+
+def _batch_outcome(
+    run: BatchRun,
+    out_dir: Path,
+    journal_path: Path | None,
+    console: Console | None,
+    resume: str,
+) -> int:
+    if console is None:
+        emit(summary_record(run, out_dir, journal_path))
+    else:
+        load_rich().print_summary(console, run, out_dir, journal_path)
+    if run.interrupted:
+        print(f"interrupted. {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if run.ok:
+        return EXIT_OK
+    counts = run.counts()
+    if counts["uncertain"]:
+        print(
+            f"{counts['uncertain']} line(s) are uncertain: their POST may or may not have "
+            "reached the server. Check your account; --resubmit-uncertain submits them again.",
+            file=sys.stderr,
+        )
+    resumable = counts["error"] + counts["stopped"]
+    if resumable:
+        print(f"{resumable} line(s) did not finish. {resume}", file=sys.stderr)
+    if counts["failed"]:
+        print(
+            f"{counts['failed']} line(s) failed on the server; --retry-failed submits them again.",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED

@@ -1,0 +1,256 @@
+"""The single-task commands: generate, status, wait and download."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import KlingError, RequestValidationError, SubmissionUncertainError
+from .._models import ImageToVideo, TextToVideo, VideoRequest
+from .._session import KlingSession
+from .._task import Task
+from ._jsonlines import emit, snapshot_record
+from ._options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    PROG,
+    CLIError,
+    Connection,
+    connection_from_args,
+    json_mode,
+    load_rich,
+    make_console,
+    open_session,
+    writable_dir,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["download", "generate", "status", "wait"]
+
+
+def _request_from_args(args: argparse.Namespace) -> VideoRequest:
+    options: dict[str, Any] = {
+        "model": args.model,
+        "mode": args.mode,
+        "duration": args.duration,
+        "aspect_ratio": args.aspect_ratio,
+        "negative_prompt": args.negative_prompt,
+        "audio": args.audio,
+        "watermark": args.watermark,
+    }
+    try:
+        if args.image:
+            return ImageToVideo(
+                args.prompt, image_urls=args.image, last_frame_image=args.last_frame, **options
+            )
+        if args.last_frame:
+            raise CLIError("--last-frame needs --image (the first frame)")
+        return TextToVideo(args.prompt, **options)
+    except RequestValidationError as exc:
+        raise CLIError(f"invalid request: {exc}") from exc
+
+
+def _target(out: Path | None) -> Path | None:
+    """Check where a video will go before paying for it (None: ./TASK_ID.mp4)."""
+    if out is None:
+        writable_dir(Path.cwd(), "the current directory")
+        return None
+    if out.is_dir():
+        writable_dir(out, "--out directory")
+        return out
+    writable_dir(out.parent if str(out.parent) else Path.cwd(), "--out directory")
+    return out
+
+
+def _final_path(target: Path | None, task_id: str) -> Path:
+    if target is None:
+        return Path(f"{task_id}.mp4")
+    return target / f"{task_id}.mp4" if target.is_dir() else target
+
+
+async def _watch(task: Task, args: argparse.Namespace, console: Console | None) -> None:
+    """Wait for ``task`` to end (live bar unless --json); raise CLIError if it did not succeed."""
+    timeout: float | None = args.timeout
+    try:
+        if task.request is None:  # re-attached: it may have ended long ago, so look right away
+            await task.refresh()
+        if console is None:
+            await task.wait(timeout)
+            return
+        with load_rich().TaskProgress(console, task.id) as bar:
+            async with asyncio.timeout(timeout):
+                async for snapshot in task.updates():
+                    bar.update(snapshot)
+            await task
+    except TimeoutError as exc:
+        raise CLIError(
+            f"task {task.id} not finished within {timeout:g} s; it keeps running: "
+            f"{PROG} wait {task.id}",
+            EXIT_FAILED,
+        ) from exc
+    except KlingError as exc:
+        raise CLIError(str(exc), EXIT_FAILED) from exc
+
+
+async def _save(session: KlingSession, task: Task, path: Path, console: Console | None) -> Path:
+    try:
+        if console is None:
+            return await session.download(task, path)
+        with load_rich().TaskProgress(console, task.id) as bar:
+            bar.phase("downloading")
+            return await session.download(task, path)
+    except KlingError as exc:
+        raise CLIError(
+            f"task {task.id} completed but its video could not be saved: {exc}; retry with: "
+            f"{PROG} download {task.id} --out {shlex.quote(str(path))}",
+            EXIT_FAILED,
+        ) from exc
+
+
+def generate(args: argparse.Namespace) -> int:
+    """``generate PROMPT``: check options and destination, submit, follow, save the MP4."""
+    request = _request_from_args(args)
+    connection = connection_from_args(args)
+    target = _target(args.out)
+    console = None if json_mode(args) else make_console(stderr=True)
+    return asyncio.run(_generate(args, connection, request, target, console))
+
+
+async def _generate(
+    args: argparse.Namespace,
+    connection: Connection,
+    request: VideoRequest,
+    target: Path | None,
+    console: Console | None,
+) -> int:
+    async with open_session(connection) as session:
+        try:
+            task = await session.submit(request)
+        except asyncio.CancelledError:
+            print(
+                "interrupted while submitting: the task may or may not have been created",
+                file=sys.stderr,
+            )
+            raise
+        except SubmissionUncertainError as exc:
+            raise CLIError(str(exc), EXIT_FAILED) from exc
+        except KlingError as exc:
+            raise CLIError(f"submission refused: {exc}", EXIT_FAILED) from exc
+        if console is None:
+            emit({"event": "submitted", "task_id": task.id})
+        else:
+            console.print(f"submitted [bold]{task.id}[/]")
+        path = _final_path(target, task.id)
+        try:
+            await _watch(task, args, console)
+            saved = await _save(session, task, path, console)
+        except asyncio.CancelledError:
+            if connection.emulator_time_scale is None:  # an emulated task ends with us
+                print(
+                    f"interrupted: task {task.id} keeps running; save it later with: "
+                    f"{PROG} download {task.id} --out {shlex.quote(str(path))}",
+                    file=sys.stderr,
+                )
+            raise
+    _report_saved(args, task, saved)
+    return EXIT_OK
+
+
+def _report_saved(args: argparse.Namespace, task: Task, path: Path) -> None:
+    url = task.snapshot.videos[0].url if task.snapshot and task.snapshot.videos else None
+    if json_mode(args):
+        emit(
+            {
+                "event": "saved",
+                "task_id": task.id,
+                "status": "completed",
+                "file": str(path),
+                "url": url,
+            }
+        )
+    else:
+        print(f"saved {task.id} to {path}")
+
+
+def status(args: argparse.Namespace) -> int:
+    """``status TASK_ID``: one status request, printed."""
+    connection = connection_from_args(args)
+    return asyncio.run(_status(args, connection))
+
+
+async def _status(args: argparse.Namespace, connection: Connection) -> int:
+    async with open_session(connection) as session:
+        try:
+            snapshot = await session.status(args.task_id)
+        except RequestValidationError as exc:
+            raise CLIError(str(exc)) from exc
+        except KlingError as exc:
+            raise CLIError(str(exc), EXIT_FAILED) from exc
+    if json_mode(args):
+        emit(snapshot_record(snapshot))
+        return EXIT_OK
+    line = f"{snapshot.id}: {snapshot.status.value}"
+    if not snapshot.status.is_terminal:
+        line += f" {snapshot.progress}%"
+    if snapshot.estimated_time:
+        line += f" (estimated {snapshot.estimated_time:g} s)"
+    print(line)
+    for video in snapshot.videos:
+        print(f"video: {video.url}")
+    if snapshot.error is not None:
+        print(f"error: {snapshot.error.code}: {snapshot.error.message}")
+    return EXIT_OK
+
+
+def wait(args: argparse.Namespace) -> int:
+    """``wait TASK_ID``: follow the task to its end, print its video URLs."""
+    connection = connection_from_args(args)
+    console = None if json_mode(args) else make_console(stderr=True)
+    return asyncio.run(_wait(args, connection, console))
+
+
+async def _wait(args: argparse.Namespace, connection: Connection, console: Console | None) -> int:
+    async with open_session(connection) as session:
+        task = _attach(session, args.task_id)
+        await _watch(task, args, console)
+    assert task.snapshot is not None
+    if json_mode(args):
+        emit(snapshot_record(task.snapshot))
+    else:
+        print(f"{task.id}: {task.snapshot.status.value}")
+        for video in task.snapshot.videos:
+            print(f"video: {video.url}")
+    return EXIT_OK
+
+
+def _attach(session: KlingSession, task_id: str) -> Task:
+    try:
+        return session.task(task_id)
+    except RequestValidationError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def download(args: argparse.Namespace) -> int:
+    """``download TASK_ID --out FILE``: wait if needed, then save the video."""
+    connection = connection_from_args(args)
+    target = _target(args.out)
+    assert target is not None
+    console = None if json_mode(args) else make_console(stderr=True)
+    return asyncio.run(_download(args, connection, target, console))
+
+
+async def _download(
+    args: argparse.Namespace, connection: Connection, target: Path, console: Console | None
+) -> int:
+    async with open_session(connection) as session:
+        task = _attach(session, args.task_id)
+        await _watch(task, args, console)
+        saved = await _save(session, task, _final_path(target, task.id), console)
+    _report_saved(args, task, saved)
+    return EXIT_OK

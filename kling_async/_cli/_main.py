@@ -1,0 +1,57 @@
+"""The ``kling-async`` command: parse, dispatch, turn errors into one message and an exit code.
+
+Exit codes: 0 everything succeeded; 1 a task failed, a line did not finish, or the API or
+network refused; 2 bad options or input (nothing was submitted); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._batchcmd import batch
+from ._commands import download, generate, status, wait
+from ._jsonlines import emit
+from ._options import EXIT_INTERRUPTED, PROG, CLIError, json_mode
+from ._parser import build_parser
+
+__all__ = ["main"]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "generate": generate,
+    "batch": batch,
+    "status": status,
+    "wait": wait,
+    "download": download,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(args_list)
+    if args.command == "emulator":
+        from ..emulator import main as emulator_main
+
+        return emulator_main(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args)
+    except CLIError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        _error(args, str(exc), problems=exc.problems)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _error(args: argparse.Namespace, message: str, **fields: Any) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    if json_mode(args):
+        emit({"event": "error", "message": message, **fields})

@@ -1,0 +1,151 @@
+"""The ``kling-async`` argument parser: global options work before or after the command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import __version__
+from .._models import ASPECT_RATIOS, DURATIONS, MODES
+from ._options import DEFAULT_EMULATOR_TIME_SCALE, PROG
+
+__all__ = ["build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line parser (global options work before or after the command)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument(
+        "--api-key", default=argparse.SUPPRESS, help="API key (default: $APIMART_API_KEY)"
+    )
+    group.add_argument(
+        "--base-url",
+        default=argparse.SUPPRESS,
+        help="API base URL (default: $APIMART_BASE_URL, else https://api.apimart.ai)",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON lines on stdout instead of the live display",
+    )
+
+    waiting = argparse.ArgumentParser(add_help=False)
+    group = waiting.add_argument_group("waiting")
+    group.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up waiting after this long"
+    )
+    group.add_argument("--min-poll-interval", type=float, metavar="SECONDS", help="default 2")
+    group.add_argument("--max-poll-interval", type=float, metavar="SECONDS", help="default 30")
+    group.add_argument(
+        "--max-polls-per-second", type=float, metavar="N", help="status requests cap (default 10)"
+    )
+
+    emulated = argparse.ArgumentParser(add_help=False)
+    group = emulated.add_argument_group("local emulator")
+    group.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run against an in-process emulator of the API (no key, no cost)",
+    )
+    group.add_argument(
+        "--emulator-time-scale",
+        type=float,
+        default=DEFAULT_EMULATOR_TIME_SCALE,
+        metavar="X",
+        help="emulated seconds per real second (default %(default)g)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[common],
+        description="Generate Kling v3 videos: one at a time, or a crash-safe batch.",
+        epilog="Exit codes: 0 success, 1 a task or line did not succeed, 2 bad input "
+        "(nothing submitted), 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser(
+        "generate",
+        parents=[common, waiting, emulated],
+        help="submit one video, show progress, download it",
+        description="Submit one generation, show its progress, download the MP4.",
+    )
+    gen.add_argument("prompt", help="what the video shows")
+    gen.add_argument("--model", default="kling-v3", help="model name (default %(default)s)")
+    gen.add_argument("--mode", choices=MODES, default="std", help="std = 720p, pro = 1080p")
+    gen.add_argument("--duration", type=int, choices=DURATIONS, default=5, help="seconds")
+    gen.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="16:9")
+    gen.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
+    gen.add_argument(
+        "--image",
+        action="append",
+        metavar="URL",
+        help="first-frame image URL (repeat once more for the last frame): image-to-video",
+    )
+    gen.add_argument("--last-frame", metavar="URL", help="last-frame image URL (with --image)")
+    gen.add_argument("--audio", action=argparse.BooleanOptionalAction, help="generate audio")
+    gen.add_argument("--watermark", action=argparse.BooleanOptionalAction, help="add a watermark")
+    gen.add_argument(
+        "--out", type=Path, metavar="FILE", help="where to save the MP4 (default ./TASK_ID.mp4)"
+    )
+
+    batch = sub.add_parser(
+        "batch",
+        parents=[common, waiting, emulated],
+        help="run a JSONL file of requests, resumably",
+        description="Run every request of a JSON Lines file (one request per line, with the "
+        "API's field names), download every video into DIR, and keep a journal so that "
+        "re-running the same command resumes without paying twice.",
+    )
+    batch.add_argument("file", type=Path, metavar="FILE.jsonl")
+    batch.add_argument("--out", type=Path, required=True, metavar="DIR", help="video directory")
+    batch.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="submissions in flight (4)"
+    )
+    batch.add_argument(
+        "--journal", type=Path, metavar="PATH", help="default DIR/.kling-journal.sqlite3"
+    )
+    batch.add_argument(
+        "--resubmit-uncertain",
+        action="store_true",
+        help="submit again lines whose earlier POST may or may not have reached the server "
+        "(may pay twice)",
+    )
+    batch.add_argument(
+        "--retry-failed", action="store_true", help="submit again lines whose task failed"
+    )
+
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show a task's status once",
+        description="Show a task's status (one request).",
+    )
+    status.add_argument("task_id", metavar="TASK_ID")
+
+    wait = sub.add_parser(
+        "wait",
+        parents=[common, waiting],
+        help="wait for a task to end, print its video URLs",
+        description="Wait for a task to end and print its video URLs.",
+    )
+    wait.add_argument("task_id", metavar="TASK_ID")
+
+    download = sub.add_parser(
+        "download",
+        parents=[common, waiting],
+        help="wait for a task if needed, save its video",
+        description="Wait for a task if needed and save its video.",
+    )
+    download.add_argument("task_id", metavar="TASK_ID")
+    download.add_argument("--out", type=Path, required=True, metavar="FILE")
+
+    sub.add_parser(
+        "emulator",
+        add_help=False,
+        help="run the local fake API (see: kling-async emulator --help)",
+    )
+    return parser

@@ -1,0 +1,215 @@
+"""The live display (rich): a batch's overall bar, counts per state and failures as they
+happen; a single task's bar; the closing summary table.
+
+Imported only when a live display is wanted, so the core install does not need rich.
+Live output goes to stderr; results (paths, the summary table) go to stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from .._models import TaskSnapshot
+from ._batch import ACTIVE, ENDED, STATES, BatchRun, Job
+
+__all__ = ["RichBatchDisplay", "TaskProgress", "print_summary"]
+
+STYLES = {
+    "queued": "dim",
+    "submitting": "cyan",
+    "pending": "blue",
+    "processing": "magenta",
+    "unknown": "yellow",
+    "downloading": "cyan",
+    "done": "green",
+    "failed": "red",
+    "uncertain": "yellow",
+    "error": "red",
+    "stopped": "yellow",
+}
+_PROBLEMS = frozenset({"failed", "uncertain", "error"})
+SHOW_ALL_ROWS = 30  # larger batches list only the lines that did not end well
+MAX_PROBLEM_ROWS = 50
+
+
+def _weight(job: Job) -> float:
+    """How far along a job is, 0..1, for the overall bar."""
+    if job.state in ENDED:
+        return 1.0
+    if job.state == "downloading":
+        return 0.95
+    if job.state == "processing":
+        return 0.9 * job.progress / 100
+    return 0.0
+
+
+class _Counts:
+    """Renders the per-state counts line (re-rendered by Live on every refresh)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self._counts = counts
+
+    def __rich__(self) -> RenderableType:
+        text = Text()
+        for state in STATES:
+            if self._counts[state]:
+                if text:
+                    text.append(" · ", style="dim")
+                text.append(f"{state} {self._counts[state]}", style=STYLES[state])
+        return text
+
+
+class RichBatchDisplay:
+    """The live view of a batch on ``console``; failures are printed above it as they happen."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self._console = console
+        self._title = title
+        self._counts = dict.fromkeys(STATES, 0)
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._done_weight = 0.0
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[ended]}/{task.total:.0f} ended"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._bar = self._progress.add_task(title, total=1, ended=0)
+        self._live = Live(
+            Group(self._progress, _Counts(self._counts)),
+            console=console,
+            refresh_per_second=8,
+            transient=False,
+        )
+
+    def start(self, jobs: list[Job]) -> None:
+        """Count every job and start the live view."""
+        for job in jobs:
+            self._track(job)
+        self._progress.update(self._bar, total=max(1, len(jobs)))
+        self._update_bar()
+        self._live.start()
+
+    def _track(self, job: Job) -> None:
+        old = self._seen.get(id(job))
+        if old is not None:
+            self._counts[old[0]] -= 1
+            self._done_weight -= old[1]
+        weight = _weight(job)
+        self._seen[id(job)] = (job.state, weight)
+        self._counts[job.state] += 1
+        self._done_weight += weight
+
+    def _update_bar(self) -> None:
+        ended = sum(n for state, n in self._counts.items() if state not in ACTIVE)
+        self._progress.update(self._bar, completed=self._done_weight, ended=ended)
+
+    def changed(self, job: Job) -> None:
+        """Recount; print the job's failure if it just failed."""
+        before = self._seen.get(id(job), ("", 0.0))[0]
+        self._track(job)
+        self._update_bar()
+        if job.state in _PROBLEMS and before != job.state:
+            task = f" ({job.task_id})" if job.task_id else ""
+            self._console.print(
+                f"[{STYLES[job.state]}]✗ line {job.number}{task} {job.state}:[/] "
+                f"{escape(job.error or '')}",
+                soft_wrap=True,
+            )
+
+    def note(self, message: str) -> None:
+        """Print a warning above the live view."""
+        self._console.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)
+
+    def stop(self) -> None:
+        """Draw the last frame and stop."""
+        self._update_bar()
+        self._live.stop()
+        if not self._console.is_terminal:  # the last frame is printed without a line end
+            self._console.line()
+
+
+def print_summary(console: Console, run: BatchRun, out_dir: Path, journal: Path | None) -> None:
+    """The closing table: every line (small batches) or the lines that did not end well."""
+    jobs = run.jobs
+    shown = jobs if len(jobs) <= SHOW_ALL_ROWS else [j for j in jobs if j.state != "done"]
+    table = Table(title="kling-async batch", title_justify="left")
+    table.add_column("line", justify="right")
+    table.add_column("state")
+    table.add_column("task", no_wrap=True)
+    table.add_column("file / reason", overflow="fold")
+    for job in shown[:MAX_PROBLEM_ROWS]:
+        detail = job.filename if job.state == "done" else job.error or ""
+        table.add_row(
+            str(job.number),
+            Text(job.state, style=STYLES[job.state]),
+            job.task_id or "",
+            Text(detail),
+        )
+    if len(shown) > MAX_PROBLEM_ROWS:
+        table.caption = f"... and {len(shown) - MAX_PROBLEM_ROWS} more (see --json or the journal)"
+    if shown:
+        console.print(table)
+    counts = ", ".join(f"{n} {state}" for state, n in run.counts().items() if n)
+    kept = f"journal {journal}" if journal else "no journal (in-process emulator)"
+    console.print(f"{len(jobs)} lines: {counts}. Videos in {out_dir}, {kept}.", soft_wrap=True)
+
+
+class TaskProgress:
+    """A one-line live bar for a single task: status, progress, elapsed time."""
+
+    def __init__(self, console: Console, task_id: str) -> None:
+        self._task_id = task_id
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._bar = self._progress.add_task(f"{task_id} submitted", total=100)
+        self._live = console.is_terminal  # a transient bar means nothing in a log
+
+    def __enter__(self) -> TaskProgress:
+        if self._live:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live:
+            self._progress.stop()
+
+    def update(self, snapshot: TaskSnapshot) -> None:
+        """Show a new status and progress."""
+        self._progress.update(
+            self._bar,
+            description=f"{self._task_id} {snapshot.status.value}",
+            completed=snapshot.progress,
+        )
+
+    def phase(self, text: str) -> None:
+        """Show a step after the task ended (e.g. downloading)."""
+        self._progress.update(self._bar, description=f"{self._task_id} {text}", completed=100)

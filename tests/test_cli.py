@@ -1,0 +1,582 @@
+"""The ``kling-async`` command, run as a real subprocess against an emulator in another process."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "prompts.jsonl"
+SLOW_DELAY = 1.0  # real seconds the emulator holds a "slow" submit
+FAST_POLL = ["--min-poll-interval", "0.02", "--max-poll-interval", "0.2"]
+FAST_POLL += ["--max-polls-per-second", "500"]
+
+Events = list[dict[str, Any]]
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without any APIMART_* setting, so only explicit options count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("APIMART_")}
+
+
+class EmulatorProcess:
+    """The emulator running as ``python -m kling_async.emulator``, steered over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        """The emulator's counters (``/_stats``)."""
+        result: dict[str, Any] = self._call("GET", "/_stats")
+        return result
+
+    def reset(self) -> None:
+        """Zero the counters."""
+        self._call("POST", "/_reset", {})
+
+    def fault(self, **fields: Any) -> None:
+        """Queue a scripted fault."""
+        self._call("POST", "/_faults", fields)
+
+    def script(self, **fields: Any) -> None:
+        """Fix the fate of later jobs whose prompt contains a marker."""
+        self._call("POST", "/_scripts", fields)
+
+    def created_prompts(self) -> collections.Counter[str]:
+        """How many tasks the emulator created per prompt."""
+        return collections.Counter(self.stats()["created_tasks"].values())
+
+
+@pytest.fixture(scope="module")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """One emulator process (time scale 200) for the whole module."""
+    command = [sys.executable, "-m", "kling_async.emulator", "--port", "0", "--time-scale", "200"]
+    command += ["--slow-delay", str(SLOW_DELAY), "--seed", "4"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_clean_env()
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("KLING_EMULATOR_URL="), line
+        try:
+            yield EmulatorProcess(line.split("=", 1)[1])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
+    """The module's emulator with its counters zeroed."""
+    emulator_process.reset()
+    return emulator_process
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m kling_async ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "kling_async", *args],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def events_of(stdout: str) -> Events:
+    """Parse ``--json`` output: every line must be one JSON object."""
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def summary_of(stdout: str) -> dict[str, Any]:
+    """The final ``summary`` event of a batch run with --json."""
+    events = events_of(stdout)
+    assert events[-1]["event"] == "summary"
+    return events[-1]
+
+
+class RunningCLI:
+    """A CLI process whose ``--json`` stdout is read while it runs."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kling_async", *args],
+            cwd=cwd,
+            env=_clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.events: Events = []
+        self._pending = b""
+
+    def wait_for(self, ready: Callable[[Events], bool], timeout: float = 30) -> None:
+        """Read events until ``ready(events)`` holds."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while not ready(self.events):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting; last events: {self.events[-3:]}"
+            readable, _, _ = select.select([fd], [], [], left)
+            if not readable:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            assert chunk, f"the command ended early (exit {self.proc.wait()})"
+            *lines, self._pending = (self._pending + chunk).split(b"\n")
+            self.events += [json.loads(line) for line in lines if line.strip()]
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        """Wait for the exit, reading the last events; return the exit code and stderr."""
+        out, err = self.proc.communicate(timeout=timeout)
+        rest = self._pending + out
+        self.events += [json.loads(line) for line in rest.split(b"\n") if line.strip()]
+        return self.proc.returncode, err.decode()
+
+    def close(self) -> None:
+        """Kill the process if it still runs and close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+@contextlib.contextmanager
+def running_cli(args: list[str], cwd: Path) -> Iterator[RunningCLI]:
+    """A RunningCLI that is always reaped."""
+    cli = RunningCLI(args, cwd)
+    try:
+        yield cli
+    finally:
+        cli.close()
+
+
+def states(events: Events) -> dict[int, list[str]]:
+    """Every state each line went through, from ``job`` events."""
+    seen: dict[int, list[str]] = collections.defaultdict(list)
+    for event in events:
+        if event["event"] == "job":
+            seen[event["line"]].append(event["state"])
+    return seen
+
+
+def count_lines_in(state: str) -> Callable[[Events], int]:
+    """A counter of lines that reached ``state``."""
+    return lambda events: sum(state in s for s in states(events).values())
+
+
+def write_batch(path: Path, requests: list[dict[str, Any]]) -> Path:
+    """Write ``requests`` as a JSON Lines batch file."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests), encoding="utf-8")
+    return path
+
+
+def batch_args(file: Path, out: Path, emu: EmulatorProcess, *extra: str) -> list[str]:
+    """``batch`` against the emulator process, fast polling, JSON output."""
+    connection = ["--base-url", emu.url, "--api-key", "k", *FAST_POLL]
+    return ["batch", str(file), "--out", str(out), *connection, "--json", *extra]
+
+
+def videos_in(out: Path) -> list[Path]:
+    """The MP4 files in ``out``, each checked to start with an ISO ``ftyp`` box."""
+    files = sorted(out.glob("*.mp4"))
+    for file in files:
+        assert file.read_bytes()[4:8] == b"ftyp", file
+    return files
+
+
+def journal_states(out: Path) -> collections.Counter[str]:
+    """How many journal rows are in each state."""
+    with contextlib.closing(sqlite3.connect(out / ".kling-journal.sqlite3")) as db:
+        return collections.Counter(state for (state,) in db.execute("SELECT state FROM jobs"))
+
+
+def prompts(n: int, marker: str = "") -> list[dict[str, Any]]:
+    """``n`` distinct text-to-video requests."""
+    return [{"prompt": f"scene {i} of a quiet harbour at dawn {marker}".strip()} for i in range(n)]
+
+
+# -- batch ---------------------------------------------------------------------------------
+
+
+def test_batch_of_200_lines_downloads_200_videos(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """200 varied lines are each submitted once and saved as 200 MP4 files; exit code 0."""
+    requests: list[dict[str, Any]] = []
+    for i in range(200):
+        request: dict[str, Any] = {"prompt": f"shot {i}: a lighthouse in a storm"}
+        if i % 4 == 1:
+            request |= {"image_urls": [f"https://example.com/{i}.jpg"], "duration": 10}
+        elif i % 4 == 2:
+            request |= {"mode": "pro", "aspect_ratio": "9:16", "negative_prompt": "blurry"}
+        elif i % 4 == 3:
+            request |= {"duration": 15, "audio": True, "watermark": False}
+        requests.append(request)
+    file = write_batch(tmp_path / "big.jsonl", requests)
+    out = tmp_path / "out"
+    result = run_cli(*batch_args(file, out, emu, "--concurrency", "16"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = summary_of(result.stdout)
+    assert summary["ok"] is True
+    assert summary["counts"] == {"done": 200}
+    assert len(videos_in(out)) == 200
+    stats = emu.stats()
+    assert stats["submit_requests"] == stats["submissions"] == 200
+    assert journal_states(out) == {"downloaded": 200}
+
+
+def test_rerun_of_a_finished_batch_submits_nothing(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """Re-running a finished batch skips every line: no POST, no status request."""
+    file = write_batch(tmp_path / "b.jsonl", prompts(3))
+    out = tmp_path / "out"
+    assert run_cli(*batch_args(file, out, emu), cwd=tmp_path).returncode == 0
+    emu.reset()
+    again = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert summary_of(again.stdout)["counts"] == {"done": 3}
+    assert emu.stats()["requests_total"] == 0
+
+
+def test_sigkill_while_waiting_then_rerun_reattaches(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """A batch SIGKILLed after submitting resumes by re-attaching: one submission per line."""
+    emu.script(prompt_contains="[slow-wait]", time_factor=4)
+    requests = prompts(40)
+    for request in requests[::2]:
+        request["prompt"] += " [slow-wait]"
+    file = write_batch(tmp_path / "b.jsonl", requests)
+    out = tmp_path / "out"
+    with running_cli(batch_args(file, out, emu, "--concurrency", "8"), tmp_path) as cli:
+        cli.wait_for(
+            lambda ev: count_lines_in("pending")(ev) == 40 and count_lines_in("done")(ev) > 0
+        )
+        cli.proc.send_signal(signal.SIGKILL)
+        assert cli.proc.wait(timeout=10) == -signal.SIGKILL
+    assert 0 < len(videos_in(out)) < 40
+    assert emu.stats()["submissions"] == 40
+    with contextlib.closing(sqlite3.connect(out / ".kling-journal.sqlite3")) as db:
+        unsaved = db.execute("SELECT filename FROM jobs WHERE state != 'downloaded'").fetchall()
+    for (name,) in unsaved:  # what a download cut off by the kill leaves behind
+        (out / f".{name}.x1y2z3.part").write_bytes(b"partial")
+    rerun = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not count_lines_in("submitting")(events_of(rerun.stdout))
+    assert len(videos_in(out)) == 40
+    assert not list(out.glob("*.part"))
+    assert emu.stats()["submit_requests"] == 40
+    assert set(emu.created_prompts().values()) == {1}
+    assert journal_states(out) == {"downloaded": 40}
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_sigkill_mid_post_leaves_the_line_uncertain(
+    emu: EmulatorProcess, tmp_path: Path, when: str
+) -> None:
+    """SIGKILL during a POST leaves that line uncertain; re-runs never submit a line twice."""
+    emu.fault(kind="slow", route="submit", when=when, times=1)
+    file = write_batch(tmp_path / "b.jsonl", prompts(8))
+    out = tmp_path / "out"
+    killed_at = time.monotonic()
+    with running_cli(batch_args(file, out, emu, "--concurrency", "2"), tmp_path) as cli:
+        cli.wait_for(lambda ev: count_lines_in("pending")(ev) == 7)
+        cli.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        cli.proc.wait(timeout=10)
+    assert journal_states(out)["intent"] == 1
+    time.sleep(max(0.0, killed_at + SLOW_DELAY + 0.3 - time.monotonic()))  # the slow POST ends
+
+    rerun = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert rerun.returncode == 1
+    summary = summary_of(rerun.stdout)
+    assert summary["counts"] == {"done": 7, "uncertain": 1}
+    assert "--resubmit-uncertain" in rerun.stderr
+    created = emu.created_prompts()
+    assert sum(created.values()) == (8 if when == "after" else 7)
+    assert set(created.values()) == {1}
+
+    if when == "before":  # the server never saw it: resubmitting is safe
+        last = run_cli(*batch_args(file, out, emu, "--resubmit-uncertain"), cwd=tmp_path)
+        assert last.returncode == 0, last.stderr
+        assert len(videos_in(out)) == 8
+        assert emu.created_prompts() == collections.Counter(r["prompt"] for r in prompts(8))
+
+
+def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """SIGINT waits for a POST in flight, exits 130 saying how to resume; the resume completes."""
+    emu.fault(kind="slow", route="submit", when="after", times=1)
+    file = write_batch(tmp_path / "b.jsonl", prompts(6))
+    out = tmp_path / "out"
+    with running_cli(batch_args(file, out, emu, "--concurrency", "2"), tmp_path) as cli:
+        cli.wait_for(lambda ev: count_lines_in("pending")(ev) == 5)
+        cli.proc.send_signal(signal.SIGINT)
+        code, err = cli.finish()
+    assert code == 130
+    assert "resume with: kling-async batch" in err
+    assert journal_states(out)["intent"] == 0
+    assert cli.events[-1]["event"] == "summary"
+    assert cli.events[-1]["interrupted"] is True
+    assert cli.events[-1]["counts"] == {"stopped": 6}
+    rerun = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(videos_in(out)) == 6
+    assert emu.created_prompts() == collections.Counter(r["prompt"] for r in prompts(6))
+
+
+def test_uncertain_submission_is_reported_and_not_resubmitted(
+    emu: EmulatorProcess, tmp_path: Path
+) -> None:
+    """A 500 after the task was created makes the line uncertain; a re-run leaves it alone."""
+    emu.fault(kind="500", route="submit", when="after", times=1)
+    file = write_batch(tmp_path / "b.jsonl", prompts(3))
+    out = tmp_path / "out"
+    first = run_cli(*batch_args(file, out, emu, "--concurrency", "1"), cwd=tmp_path)
+    assert first.returncode == 1
+    assert summary_of(first.stdout)["counts"] == {"done": 2, "uncertain": 1}
+    again = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert again.returncode == 1
+    assert emu.stats()["submit_requests"] == 3
+    assert set(emu.created_prompts().values()) == {1}
+
+
+def test_failed_tasks_are_not_resubmitted_unless_asked(
+    emu: EmulatorProcess, tmp_path: Path
+) -> None:
+    """A failed line makes the exit code 1; re-runs skip it; --retry-failed submits it again."""
+    file = write_batch(tmp_path / "b.jsonl", [{"prompt": "fine"}, {"prompt": "broken [fail]"}])
+    out = tmp_path / "out"
+    first = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert first.returncode == 1
+    jobs = summary_of(first.stdout)["jobs"]
+    assert [j["state"] for j in jobs] == ["done", "failed"]
+    assert "generation_failed" in jobs[1]["error"]
+    assert run_cli(*batch_args(file, out, emu), cwd=tmp_path).returncode == 1
+    assert emu.stats()["submissions"] == 2
+    retry = run_cli(*batch_args(file, out, emu, "--retry-failed"), cwd=tmp_path)
+    assert retry.returncode == 1
+    assert emu.stats()["submissions"] == 3
+
+
+def test_edited_file_submits_only_new_and_changed_lines(
+    emu: EmulatorProcess, tmp_path: Path
+) -> None:
+    """Inserting and editing lines submits just those; the stale journal entry is reported."""
+    file = write_batch(tmp_path / "b.jsonl", prompts(3))
+    out = tmp_path / "out"
+    assert run_cli(*batch_args(file, out, emu), cwd=tmp_path).returncode == 0
+    edited = prompts(3)
+    edited[1]["duration"] = 10
+    write_batch(file, [{"prompt": "a brand new first line"}, *edited])
+    rerun = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert emu.stats()["submissions"] == 5
+    notes = [e["message"] for e in events_of(rerun.stdout) if e["event"] == "note"]
+    assert any("line 2" in n and "matches no line" in n for n in notes)
+    assert len(videos_in(out)) == 5
+
+
+def test_example_batch_runs_on_the_in_process_emulator(tmp_path: Path) -> None:
+    """The shipped examples/prompts.jsonl runs with --emulator, no API key, no journal file."""
+    out = tmp_path / "videos"
+    args = ["batch", str(EXAMPLES), "--out", str(out), "--emulator"]
+    result = run_cli(*args, "--emulator-time-scale", "300", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(videos_in(out)) == len(EXAMPLES.read_text().splitlines())
+    assert "no journal (in-process emulator)" in result.stdout
+    assert not list(out.glob(".kling-journal*"))  # its tasks die with the process
+
+
+# -- bad input: rejected before anything is sent --------------------------------------------
+
+GOOD = json.dumps({"prompt": "a fine line"})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (f'{GOOD}\n{{"prompt": "x",\n', ["line 2: not valid JSON"]),
+        (f'{GOOD}\n{{"prompt": "x", "duration": 7}}\n', ["line 2: duration: must be one of"]),
+        (f'{GOOD}\n{{"promt": "x"}}\n', ["line 2: unknown field 'promt' (did you mean 'prompt'?)"]),
+        (
+            f'{GOOD}\nnot json\n{{"prompt": "x", "mode": "ultra"}}\n\n{{"prompt": "x", "a": 1}}\n',
+            ["line 2: not valid JSON", "line 3: mode: must be one of", "line 5: unknown field"],
+        ),
+        ('{"prompt": "x", "image_urls": ["ftp://a/b.jpg"]}\n', ["line 1: image_urls: must be"]),
+        ("\n\n", ["no requests"]),
+    ],
+    ids=["bad-json", "invalid-param", "unknown-key", "all-bad-lines", "bad-url", "empty"],
+)
+def test_bad_batch_files_are_rejected_before_submitting(
+    emu: EmulatorProcess, tmp_path: Path, content: str, expected: list[str]
+) -> None:
+    """Every bad line is reported with its number, exit code 2, and nothing is sent."""
+    file = tmp_path / "bad.jsonl"
+    file.write_text(content, encoding="utf-8")
+    result = run_cli(*batch_args(file, tmp_path / "out", emu), cwd=tmp_path)
+    assert result.returncode == 2
+    for text in expected:
+        assert text in result.stderr
+    error = events_of(result.stdout)[-1]
+    assert error["event"] == "error"
+    assert emu.stats()["requests_total"] == 0
+
+
+def test_unreadable_file_is_one_clear_error(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """A missing batch file is one message, exit code 2, nothing sent."""
+    result = run_cli(*batch_args(tmp_path / "missing.jsonl", tmp_path / "o", emu), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "missing.jsonl: cannot read the file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert emu.stats()["requests_total"] == 0
+
+
+def test_unwritable_output_directory_is_rejected(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """An output directory that cannot be created stops the batch before any submission."""
+    file = write_batch(tmp_path / "b.jsonl", prompts(2))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli(*batch_args(file, blocker / "out", emu), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "output directory" in result.stderr
+    assert "not writable" in result.stderr
+    assert emu.stats()["requests_total"] == 0
+
+
+def test_missing_api_key_is_rejected(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """Without --api-key or APIMART_API_KEY both batch and generate stop before sending."""
+    file = write_batch(tmp_path / "b.jsonl", prompts(2))
+    batch = run_cli("batch", str(file), "--out", "o", "--base-url", emu.url, cwd=tmp_path)
+    generate = run_cli("generate", "a cat", "--base-url", emu.url, cwd=tmp_path)
+    for result in (batch, generate):
+        assert result.returncode == 2
+        assert "no API key" in result.stderr
+        assert "APIMART_API_KEY" in result.stderr
+    assert emu.stats()["requests_total"] == 0
+
+
+def test_invalid_generate_options_are_rejected(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """generate refuses pro 15 s and a last frame without a first one, sending nothing."""
+    common = ["--base-url", emu.url, "--api-key", "k"]
+    pro15 = run_cli("generate", "x", "--mode", "pro", "--duration", "15", *common, cwd=tmp_path)
+    assert pro15.returncode == 2
+    assert "duration: pro mode goes up to 10 seconds" in pro15.stderr
+    lone = run_cli("generate", "x", "--last-frame", "https://e.com/a.jpg", *common, cwd=tmp_path)
+    assert lone.returncode == 2
+    assert "--last-frame needs --image" in lone.stderr
+    assert emu.stats()["requests_total"] == 0
+
+
+# -- single tasks ----------------------------------------------------------------------------
+
+
+def test_generate_on_the_in_process_emulator_saves_an_mp4(tmp_path: Path) -> None:
+    """``generate --emulator --out x.mp4`` (the README demo) saves a real MP4, no key needed."""
+    result = run_cli(
+        "generate", "a golden cat on a meadow", "--emulator", "--out", "x.mp4", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.mp4").read_bytes()[4:8] == b"ftyp"
+    assert "x.mp4" in result.stdout
+
+
+def test_generate_then_status_wait_and_download(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """generate --json reports the task; status, wait and download work on its id."""
+    common = ["--base-url", emu.url, "--api-key", "k", "--json"]
+    gen = run_cli(
+        "generate",
+        "a red kite",
+        "--image",
+        "https://e.com/k.jpg",
+        "--mode",
+        "pro",
+        "--out",
+        "kite.mp4",
+        *FAST_POLL,
+        *common,
+        cwd=tmp_path,
+    )
+    assert gen.returncode == 0, gen.stderr
+    submitted, saved = events_of(gen.stdout)
+    task_id = submitted["task_id"]
+    assert saved == {
+        "event": "saved",
+        "task_id": task_id,
+        "status": "completed",
+        "file": "kite.mp4",
+        "url": saved["url"],
+    }
+    assert (tmp_path / "kite.mp4").read_bytes()[4:8] == b"ftyp"
+
+    status = run_cli("status", task_id, *common, cwd=tmp_path)
+    (snapshot,) = events_of(status.stdout)
+    assert (snapshot["status"], snapshot["progress"]) == ("completed", 100)
+    assert snapshot["videos"][0]["url"].startswith("http://127.0.0.1")
+
+    wait = run_cli("wait", task_id, "--base-url", emu.url, "--api-key", "k", cwd=tmp_path)
+    assert wait.returncode == 0
+    assert f"{task_id}: completed" in wait.stdout
+
+    download = run_cli("download", task_id, "--out", "again.mp4", *common, cwd=tmp_path)
+    assert download.returncode == 0, download.stderr
+    assert (tmp_path / "again.mp4").read_bytes() == (tmp_path / "kite.mp4").read_bytes()
+    assert emu.stats()["submissions"] == 1
+
+
+def test_failed_generation_exits_1_with_the_reason(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """generate on a failing prompt exits 1 naming the task and the server's error."""
+    result = run_cli(
+        "generate",
+        "doomed [fail]",
+        "--base-url",
+        emu.url,
+        "--api-key",
+        "k",
+        *FAST_POLL,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "failed (code generation_failed)" in result.stderr
+    assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_status_of_unknown_or_malformed_task(emu: EmulatorProcess, tmp_path: Path) -> None:
+    """An unknown id is an API error (exit 1); a malformed one is refused unsent (exit 2)."""
+    common = ["--base-url", emu.url, "--api-key", "k"]
+    unknown = run_cli("status", "task_NOSUCHTASK", *common, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "404" in unknown.stderr
+    malformed = run_cli("status", "../etc", *common, cwd=tmp_path)
+    assert malformed.returncode == 2
+    assert "task_id" in malformed.stderr
+
+
+def test_emulator_command_is_delegated(tmp_path: Path) -> None:
+    """``kling-async emulator --port 0`` runs the emulator and prints its URL line."""
+    command = [sys.executable, "-m", "kling_async", "emulator", "--port", "0", "--time-scale", "9"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert line.startswith("KLING_EMULATOR_URL=http://127.0.0.1:")
