@@ -1,4 +1,8 @@
-"""Shared fixtures: an in-process emulator on loopback and a session bound to it."""
+"""Shared fixtures: an in-process emulator on loopback and a session bound to it.
+
+The SDK's own testing kit (``kling_async.testing``) provides the fast policies and the
+``kling_emulator`` / ``kling_session`` fixtures that users get; these tests use it too.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,18 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from kling_async import KlingSession, PollPolicy, RetryPolicy
-from kling_async.emulator import Emulator, EmulatorConfig
+from kling_async import KlingSession
+from kling_async.emulator import Emulator
+from kling_async.testing import FAST_POLL, FAST_RETRY, TEST_API_KEY, fast_config
 
-API_KEY = "sk-test-0123456789abcdef"
-#: A poll policy for the compressed clock: a 60 s job takes 0.3 s at time_scale=200.
-FAST_POLL = PollPolicy(
-    min_interval=0.01, max_interval=0.2, max_requests_per_second=5000, max_concurrency=32
-)
-FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
+pytest_plugins = ["kling_async.testing", "pytester"]
+
+API_KEY = TEST_API_KEY
+__all__ = ["API_KEY", "FAST_POLL", "FAST_RETRY", "fast_session", "stray_tasks"]
 
 
 def fast_session(url: str, **options: object) -> KlingSession:
-    """A session with test-speed polling and retries."""
+    """A session on any URL (emulator or hand-made server) with test-speed policies."""
     options.setdefault("poll", FAST_POLL)
     options.setdefault("retry", FAST_RETRY)
     options.setdefault("request_timeout", 2.0)
@@ -28,10 +31,9 @@ def fast_session(url: str, **options: object) -> KlingSession:
 
 @pytest_asyncio.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    """An emulator where a 60 s job takes about 0.3 s."""
-    async with Emulator(
-        EmulatorConfig(time_scale=200.0, spread=0.1, queue_time=4.0, retry_after=0.05, seed=7)
-    ) as emu:
+    """An emulator where a 60 s job takes about 0.3 s, with a visible pending phase."""
+    config = fast_config(time_scale=200.0, spread=0.1, queue_time=4.0, seed=7)
+    async with Emulator(config) as emu:
         yield emu
 
 

@@ -1,0 +1,206 @@
+"""Test your own code against the local emulator: no API key, no credits, no network.
+
+With pytest, load the plugin once in your top-level ``conftest.py``::
+
+    pytest_plugins = ["kling_async.testing"]
+
+and use its fixtures (they need pytest-asyncio)::
+
+    async def test_my_app(kling_session, kling_emulator):
+        fail_prompt(kling_emulator, "forbidden")
+        task = await kling_session.submit(TextToVideo("a forbidden dance"))
+        with pytest.raises(TaskFailedError):
+            await task
+
+``kling_emulator`` is a running :class:`~kling_async.emulator.Emulator` at a fast time
+scale (a 60 s job takes 0.1 s), ``kling_session`` a :class:`~kling_async.KlingSession`
+bound to it with fast poll and retry policies. Tune the emulator per test with
+``@pytest.mark.kling_emulator(rate_limit=5, ...)`` (any :class:`EmulatorConfig` field, on
+top of :func:`fast_config`), or for a whole directory by overriding the
+``kling_emulator_config`` fixture.
+
+Without pytest: ``async with emulated_session() as (session, emu): ...``. To hand a
+session to your own app (a FastAPI lifespan, a worker), build one with :func:`session_for`.
+
+The scripting helpers (:func:`fail_prompt`, :func:`slow_prompt`, :func:`rate_limit`, ...)
+are thin names for ``emu.script(...)`` and ``emu.inject(Fault(...))``; the counters are
+``emu.stats`` (``submissions``, ``status_calls_total``, ``max_requests_per_second``, ...).
+
+(PYTEST_DONT_REWRITE: no asserts here; this keeps pytest quiet when a conftest imports the
+module before naming it in ``pytest_plugins``.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ._config import PollPolicy, RetryPolicy
+from ._session import KlingSession
+from .emulator import Emulator, EmulatorConfig, Fault, Script
+from .emulator._config import Route
+
+__all__ = [
+    "FAST_POLL",
+    "FAST_RETRY",
+    "TEST_API_KEY",
+    "cancel_prompt",
+    "connection_reset",
+    "emulated_session",
+    "fail_prompt",
+    "fast_config",
+    "rate_limit",
+    "server_error",
+    "session_for",
+    "slow_prompt",
+]
+
+TEST_API_KEY = "kling-test-key"
+"""The key :func:`session_for` sends; the emulator accepts any key unless ``api_keys`` is set."""
+
+FAST_POLL = PollPolicy(
+    min_interval=0.01, max_interval=0.2, max_requests_per_second=1000, max_concurrency=32
+)
+"""Poll every 10-200 ms: right for an emulator that finishes jobs in a fraction of a second."""
+
+FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.1)
+"""Retry transient errors within milliseconds (a 429's Retry-After is still honoured)."""
+
+_FAST_DEFAULTS: dict[str, Any] = {"time_scale": 600.0, "retry_after": 0.05, "slow_delay": 0.5}
+
+
+def fast_config(**overrides: Any) -> EmulatorConfig:
+    """An :class:`EmulatorConfig` for tests: a 60 s job in 0.1 s, ``Retry-After: 0.05``.
+
+    ``overrides`` are any ``EmulatorConfig`` fields, e.g. ``fast_config(rate_limit=5)``.
+    """
+    return EmulatorConfig(**{**_FAST_DEFAULTS, **overrides})
+
+
+def session_for(emulator: Emulator, **options: Any) -> KlingSession:
+    """A new (not yet entered) session bound to ``emulator`` with fast poll and retry policies.
+
+    ``options`` are :class:`KlingSession` keywords and override the defaults
+    (``api_key=TEST_API_KEY``, ``poll=FAST_POLL``, ``retry=FAST_RETRY``).
+    """
+    settings: dict[str, Any] = {"api_key": TEST_API_KEY, "poll": FAST_POLL, "retry": FAST_RETRY}
+    settings.update(options)
+    return KlingSession(base_url=emulator.url, **settings)
+
+
+@contextlib.asynccontextmanager
+async def emulated_session(
+    config: EmulatorConfig | None = None, **options: Any
+) -> AsyncIterator[tuple[KlingSession, Emulator]]:
+    """Run an emulator (default :func:`fast_config`) and a session bound to it; close both.
+
+    For any test runner: ``async with emulated_session() as (session, emu): ...``.
+    ``options`` go to :func:`session_for`.
+    """
+    async with (
+        Emulator(config if config is not None else fast_config()) as emulator,
+        session_for(emulator, **options) as session,
+    ):
+        yield session, emulator
+
+
+# -- scripting a task's fate -----------------------------------------------------------
+
+
+def fail_prompt(
+    emulator: Emulator,
+    prompt_contains: str,
+    *,
+    code: str | int | None = "generation_failed",
+    message: str = "video generation failed (scripted)",
+) -> Script:
+    """Later tasks whose prompt contains ``prompt_contains`` end ``failed`` with this error."""
+    return emulator.script(
+        prompt_contains=prompt_contains, outcome="failed", error_code=code, error_message=message
+    )
+
+
+def cancel_prompt(emulator: Emulator, prompt_contains: str) -> Script:
+    """Later tasks whose prompt contains ``prompt_contains`` end ``cancelled``."""
+    return emulator.script(prompt_contains=prompt_contains, outcome="cancelled")
+
+
+def slow_prompt(emulator: Emulator, prompt_contains: str, factor: float = 10.0) -> Script:
+    """Later tasks whose prompt contains ``prompt_contains`` run ``factor`` times longer."""
+    return emulator.script(prompt_contains=prompt_contains, time_factor=factor)
+
+
+def rate_limit(emulator: Emulator, times: int = 2, *, route: Route = "any") -> Fault:
+    """The next ``times`` API requests (on ``route``) get 429 with the config's Retry-After."""
+    return _inject(emulator, Fault("429", route=route, times=times))
+
+
+def server_error(
+    emulator: Emulator, times: int = 1, *, status: int = 503, route: Route = "any"
+) -> Fault:
+    """The next ``times`` requests (on ``route``) get HTTP ``status`` (500, 502 or 503).
+
+    A submit refused this way leaves the SDK unsure whether it was accepted: it raises
+    :class:`~kling_async.SubmissionUncertainError`.
+    """
+    if status not in (500, 502, 503):
+        raise ValueError(f"status: must be 500, 502 or 503 (got {status!r})")
+    return _inject(emulator, Fault(str(status), route=route, times=times))
+
+
+def connection_reset(emulator: Emulator, times: int = 1, *, route: Route = "any") -> Fault:
+    """The next ``times`` requests (on ``route``) have their connection reset, no answer."""
+    return _inject(emulator, Fault("reset", route=route, times=times))
+
+
+def _inject(emulator: Emulator, fault: Fault) -> Fault:
+    emulator.inject(fault)
+    return fault
+
+
+# -- the pytest plugin -----------------------------------------------------------------
+
+_MARKER = "kling_emulator"
+
+
+def pytest_configure(config: Any) -> None:
+    """Register the ``kling_emulator`` marker; refuse clearly if pytest-asyncio is missing."""
+    if importlib.util.find_spec("pytest_asyncio") is None:
+        import pytest
+
+        raise pytest.UsageError("kling_async.testing's fixtures need pytest-asyncio installed")
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(**config): EmulatorConfig fields for this test's kling_emulator fixture",
+    )
+
+
+if importlib.util.find_spec("pytest_asyncio") is not None:
+    import pytest
+    import pytest_asyncio
+
+    @pytest.fixture
+    def kling_emulator_config(request: pytest.FixtureRequest) -> EmulatorConfig:
+        """:func:`fast_config`, updated by the test's ``@pytest.mark.kling_emulator(...)``."""
+        overrides: dict[str, Any] = {}
+        for marker in reversed(list(request.node.iter_markers(_MARKER))):
+            if marker.args:
+                raise pytest.UsageError(f"@pytest.mark.{_MARKER} takes keyword arguments only")
+            overrides.update(marker.kwargs)
+        return fast_config(**overrides)
+
+    @pytest_asyncio.fixture
+    async def kling_emulator(
+        kling_emulator_config: EmulatorConfig,
+    ) -> AsyncIterator[Emulator]:
+        """A running emulator on a free loopback port, closed after the test."""
+        async with Emulator(kling_emulator_config) as emulator:
+            yield emulator
+
+    @pytest_asyncio.fixture
+    async def kling_session(kling_emulator: Emulator) -> AsyncIterator[KlingSession]:
+        """A session bound to ``kling_emulator`` (fast poll and retry), closed after the test."""
+        async with session_for(kling_emulator) as session:
+            yield session
