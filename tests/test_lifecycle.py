@@ -51,13 +51,13 @@ async def test_cancel_mid_request_then_the_session_still_works(emulator):
 
 async def test_cancel_mid_backoff_leaves_nothing_running(emulator):
     """A status call cancelled while sleeping between retries stops cleanly."""
-    retry = RetryPolicy(max_attempts=5, base_delay=0.3, max_delay=0.3)
+    retry = RetryPolicy(max_attempts=5, base_delay=2.0, max_delay=2.0)
     async with fast_session(emulator.url, retry=retry) as session:
         task = await session.submit(TextToVideo("mid-backoff"))
-        emulator.inject(Fault("503", route="status", times=3))
+        emulator.inject(Fault("503", route="status", times=4))
         call = asyncio.ensure_future(session.status(task.id))
         await asyncio.sleep(0.05)
-        assert emulator.stats.status_calls[task.id] == 1  # now sleeping before attempt 2
+        assert 1 <= emulator.stats.status_calls[task.id] < 4  # sleeping before a retry
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
