@@ -20,6 +20,7 @@ from ._exceptions import (
     KlingError,
     NetworkError,
     RequestTimeoutError,
+    RequestValidationError,
     ServerError,
     SessionClosedError,
     SubmissionUncertainError,
@@ -212,6 +213,10 @@ class KlingSession:
         if isinstance(task, str):
             task = self.task(task)
         result = task if isinstance(task, VideoResult) else await task
+        if not 0 <= index < len(result.videos):
+            raise RequestValidationError(
+                "index", f"must pick one of the task's {len(result.videos)} videos", index
+            )
         target = Path(path)
         fresh = False
         expires_at = result.videos[index].expires_at

@@ -325,3 +325,11 @@ async def test_logs_never_contain_the_key(emulator, caplog, tmp_path):
         await session.download(result, tmp_path / "v.mp4")
     assert caplog.records
     assert all(API_KEY not in r.getMessage() for r in caplog.records)
+
+
+async def test_download_index_out_of_range_is_a_validation_error(session, tmp_path):
+    """Asking for a video the task does not have names the index, before any download."""
+    result = await session.generate(TextToVideo("one video"))
+    with pytest.raises(RequestValidationError, match="index"):
+        await session.download(result, tmp_path / "v.mp4", index=1)
+    assert list(tmp_path.iterdir()) == []
