@@ -1,8 +1,8 @@
 """The session-wide cap on status requests.
 
 A sliding log guarantees at most ``rate`` sends in any window of ``1 + margin`` seconds
-(the margin absorbs network jitter, so the server never counts more than ``rate`` in any
-1 s window), and a small token bucket spreads those sends out instead of bursting them.
+(the margin absorbs network jitter and server stalls, so the server never counts more than
+``rate`` in any 1 s window), and a small token bucket spreads those sends out.
 After a 429 the rate drops to 70 % and climbs back by a few percent per success.
 """
 
@@ -19,7 +19,7 @@ class RateLimiter:
 
     __slots__ = ("_log", "_stamp", "_tokens", "margin", "max_rate", "rate")
 
-    def __init__(self, rate: float, margin: float = 0.05) -> None:
+    def __init__(self, rate: float, margin: float = 0.1) -> None:
         self.max_rate = rate
         self.rate = rate
         self.margin = margin
