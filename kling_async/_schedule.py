@@ -42,7 +42,7 @@ import attrs
 
 from ._config import PollPolicy
 
-__all__ = ["Plan", "Progress", "SpreadModel", "next_delay", "plan_check"]
+__all__ = ["Plan", "Progress", "SpreadModel", "plan_check"]
 
 Kind = Hashable
 
@@ -316,27 +316,3 @@ def _target(belief: _Belief, a: float, b: float) -> tuple[float, float, int]:
     if t < early <= b:  # before the window: wait for its early edge
         t, likelihood = early, window.done_by(early)
     return t, likelihood, 1 if likelihood >= 1.0 else 0
-
-
-def next_delay(
-    *,
-    now: float,
-    policy: PollPolicy,
-    model: SpreadModel,
-    polls: int,
-    created: float | None,
-    estimate: float | None,
-    progress: Progress,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds from ``now`` (wall time) until this task should be checked again."""
-    return plan_check(
-        now=now,
-        policy=policy,
-        model=model,
-        polls=polls,
-        created=created,
-        estimate=estimate,
-        progress=progress,
-        rng=rng,
-    ).delay

@@ -18,7 +18,6 @@ from kling_async._schedule import (
     Plan,
     Progress,
     SpreadModel,
-    next_delay,
     plan_check,
 )
 
@@ -252,22 +251,6 @@ def test_a_capped_gap_is_only_ever_shortened_by_jitter():
     delays = [plan(E, policy=jittery, model=model, rng=rng).delay for _ in range(200)]
     assert max(delays) <= LATENCY_GOAL * E + 1e-9
     assert min(delays) >= 0.9 * LATENCY_GOAL * E - 1e-9
-
-
-def test_next_delay_is_the_plans_delay():
-    """next_delay() is plan_check() without the likelihood (kept for callers)."""
-    progress = Progress()
-    progress.observe(30.0, 47)
-    kwargs: dict[str, Any] = {
-        "now": 30.0,
-        "policy": POLICY,
-        "model": SpreadModel(),
-        "polls": 1,
-        "created": 0.0,
-        "estimate": E,
-        "progress": progress,
-    }
-    assert next_delay(**kwargs) == plan_check(**kwargs).delay
 
 
 # -- learning the spread ---------------------------------------------------------------------
