@@ -127,18 +127,20 @@ class Poller:
 
     # -- subscriptions -------------------------------------------------------------------
 
-    def wait(self, task_id: str, kind: Hashable | None = None) -> asyncio.Future[TaskSnapshot]:
+    def wait(
+        self, task_id: str, kind: Hashable | None = None, created: float | None = None
+    ) -> asyncio.Future[TaskSnapshot]:
         """A future resolved with the task's terminal snapshot (or failed with an error)."""
-        entry = self._entry(task_id, kind)
+        entry = self._entry(task_id, kind, created)
         future: asyncio.Future[TaskSnapshot] = asyncio.get_running_loop().create_future()
         entry.futures.append(future)
         return future
 
     def updates(
-        self, task_id: str, kind: Hashable | None = None
+        self, task_id: str, kind: Hashable | None = None, created: float | None = None
     ) -> asyncio.Queue[TaskSnapshot | BaseException]:
         """A queue fed with every new snapshot until a terminal one (or an error)."""
-        entry = self._entry(task_id, kind)
+        entry = self._entry(task_id, kind, created)
         queue: asyncio.Queue[TaskSnapshot | BaseException] = asyncio.Queue()
         entry.queues.append(queue)
         return queue
@@ -155,12 +157,15 @@ class Poller:
         if not entry.futures and not entry.queues:
             del self._entries[task_id]  # its heap item is skipped lazily
 
-    def _entry(self, task_id: str, kind: Hashable | None) -> _Entry:
+    def _entry(self, task_id: str, kind: Hashable | None, created: float | None = None) -> _Entry:
+        """The task's entry, registered on first use; ``created`` is when it was submitted."""
         if self._closed:
             raise SessionClosedError("the session is closed")
         entry = self._entries.get(task_id)
         if entry is None:
-            entry = self._entries[task_id] = _Entry(task_id, kind, time.time())
+            entry = self._entries[task_id] = _Entry(
+                task_id, kind, created if created is not None else time.time()
+            )
             heapq.heappush(self._watched, (entry.created, task_id))
             self._schedule_first(entry)
             self._ensure_driver()

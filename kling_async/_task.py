@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Generator, Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ class Task:
     for it later (after a restart). Awaiting waits through the shared poller.
     """
 
-    __slots__ = ("_session", "id", "request", "snapshot")
+    __slots__ = ("_session", "id", "request", "snapshot", "submitted_at")
 
     def __init__(
         self,
@@ -49,6 +50,9 @@ class Task:
         self.request = request
         #: The latest status seen through this handle (None before the first check).
         self.snapshot = snapshot
+        #: Wall time of the submit, if this handle made it: the schedule aims from it even
+        #: when the wait starts long after the submit.
+        self.submitted_at = time.time() if request is not None else None
 
     def __repr__(self) -> str:
         status = self.snapshot.status.value if self.snapshot else "unchecked"
@@ -81,7 +85,7 @@ class Task:
             assert self.snapshot is not None
             return result_of(self.snapshot)
         poller = self._session._live_poller()
-        future = poller.wait(self.id, self._kind)
+        future = poller.wait(self.id, self._kind, self.submitted_at)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -105,7 +109,7 @@ class Task:
             yield self.snapshot
             return
         poller = self._session._live_poller()
-        queue = poller.updates(self.id, self._kind)
+        queue = poller.updates(self.id, self._kind, self.submitted_at)
         try:
             while True:
                 item = await queue.get()

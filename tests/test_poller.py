@@ -213,3 +213,16 @@ async def test_close_fails_waiters_and_stops_the_driver():
     assert asyncio.all_tasks() == {asyncio.current_task()}
     with pytest.raises(SessionClosedError):
         poller.wait("u")
+
+
+async def test_a_late_wait_aims_from_the_submit_time():
+    """A wait started long after the submit keeps the submit time as the task's start."""
+    poller = Poller(ScriptedTransport(lambda task_id, n: running(task_id)), POLICY)  # type: ignore[arg-type]
+    try:
+        submitted = time.time() - 30.0
+        future = poller.wait("t", ("kling-v3", "std", 5, False), submitted)
+        assert poller._entries["t"].created == submitted
+        poller.release("t", future)
+        future.cancel()
+    finally:
+        await poller.close()
