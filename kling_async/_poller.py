@@ -32,17 +32,13 @@ from ._convert import parse_snapshot
 from ._exceptions import (
     APIError,
     AuthenticationError,
-    InvalidResponseError,
     KlingError,
-    NetworkError,
     RateLimitError,
-    RequestTimeoutError,
-    ServerError,
     SessionClosedError,
 )
 from ._models import TaskSnapshot
 from ._ratelimit import RateLimiter
-from ._retry import full_jitter_delay
+from ._retry import TRANSIENT, full_jitter_delay
 from ._schedule import Progress, SpreadModel, plan_check
 from ._transport import Transport
 
@@ -50,7 +46,6 @@ __all__ = ["Poller"]
 
 logger = logging.getLogger("kling_async")
 
-_TRANSIENT = (ServerError, NetworkError, RequestTimeoutError, InvalidResponseError)
 MAX_PENDING_LESSONS = 10_000
 PRIORITY_HORIZON = 0.1
 """A check sure to find its task done jumps ahead of unsure ones due up to this fraction
@@ -290,7 +285,7 @@ class Poller:
             snapshot = parse_snapshot(payload)
         except RateLimitError as exc:
             self._on_rate_limited(entry, exc)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             entry.failures += 1
             delay = full_jitter_delay(
                 entry.failures, self._policy.min_interval, self._policy.max_interval, self._rng

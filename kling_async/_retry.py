@@ -23,7 +23,7 @@ from ._exceptions import (
     ServerError,
 )
 
-__all__ = ["full_jitter_delay", "is_retryable_read", "is_retryable_submit", "retrying"]
+__all__ = ["TRANSIENT", "full_jitter_delay", "is_retryable_read", "is_retryable_submit", "retrying"]
 
 logger = logging.getLogger("kling_async")
 
@@ -37,13 +37,9 @@ def full_jitter_delay(
     return (rng or random).uniform(0.0, min(cap, base * 2.0 ** min(attempt, 62)))
 
 
-_TRANSIENT_READ = (
-    RateLimitError,
-    ServerError,
-    NetworkError,
-    RequestTimeoutError,
-    InvalidResponseError,
-)
+#: Failures that say nothing about the request itself: worth another try later.
+TRANSIENT = (ServerError, NetworkError, RequestTimeoutError, InvalidResponseError)
+_TRANSIENT_READ = (RateLimitError, *TRANSIENT)
 
 
 def is_retryable_read(exc: Exception) -> bool:
