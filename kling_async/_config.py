@@ -10,7 +10,14 @@ import attrs
 
 from ._exceptions import KlingError
 
-__all__ = ["DEFAULT_BASE_URL", "PollPolicy", "RetryPolicy", "SessionConfig", "resolve_config"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "PollPolicy",
+    "RetryPolicy",
+    "SessionConfig",
+    "check_api_key",
+    "resolve_config",
+]
 
 DEFAULT_BASE_URL = "https://api.apimart.ai"
 API_KEY_ENV = "APIMART_API_KEY"
@@ -75,11 +82,34 @@ class SessionConfig:
 
     api_key: str = attrs.field(repr=False)
     base_url: str
+    response_version: str | None = None
     poll: PollPolicy = PollPolicy()
     retry: RetryPolicy = RetryPolicy()
     request_timeout: float = attrs.field(default=30.0, validator=_positive)
     download_timeout: float = attrs.field(default=600.0, validator=_positive)
     max_download_bytes: int = attrs.field(default=2 * 1024**3, validator=attrs.validators.ge(1))
+
+
+_CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte", "\t": "a tab"}
+
+
+def check_api_key(key: str) -> str:
+    """``key`` without surrounding whitespace, or a KlingError naming what is wrong with it.
+
+    A key is sent in a header, so it must be visible ASCII without spaces; the message
+    names the problem, never the key.
+    """
+    key = key.strip()
+    for char in key:
+        if not "!" <= char <= "~":
+            what = _CONTROL_NAMES.get(char)
+            if what is None:
+                what = "a space" if char == " " else f"the character U+{ord(char):04X}"
+            raise KlingError(
+                f"api_key: contains {what}; an API key is visible ASCII without spaces "
+                f"(check the value passed as api_key= or in ${API_KEY_ENV})"
+            )
+    return key
 
 
 def resolve_config(
@@ -95,6 +125,7 @@ def resolve_config(
         raise KlingError(
             f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
         )
+    key = check_api_key(key)
     url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -104,4 +135,4 @@ def resolve_config(
             f"base_url: plain http would send the API key unencrypted to {parts.hostname}; "
             "use https, a loopback address, or pass allow_insecure=True"
         )
-    return SessionConfig(api_key=key.strip(), base_url=url, **options)  # type: ignore[arg-type]
+    return SessionConfig(api_key=key, base_url=url, **options)  # type: ignore[arg-type]

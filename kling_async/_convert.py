@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any, NewType
+from urllib.parse import urlsplit
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -30,9 +32,9 @@ from ._models import (
 __all__ = [
     "configure_converter",
     "converter",
-    "make_converter",
     "parse_snapshot",
     "parse_submission",
+    "parse_upload",
     "request_body",
 ]
 
@@ -137,7 +139,12 @@ def configure_converter(conv: cattrs.Converter) -> None:
 def _omit_unset(cls: type[VideoRequest], conv: cattrs.Converter) -> Any:
     """Unstructure every field but those left at None (the API's optional fields)."""
     overrides: dict[str, Any] = (
-        {"image_urls": override(unstruct_hook=list)} if cls is ImageToVideo else {}
+        {
+            "image_urls": override(unstruct_hook=lambda urls: [_url_only(u) for u in urls]),
+            "last_frame_image": override(unstruct_hook=_url_only),
+        }
+        if cls is ImageToVideo
+        else {}
     )
     unstructure = make_dict_unstructure_fn(cls, conv, **overrides)
 
@@ -147,14 +154,16 @@ def _omit_unset(cls: type[VideoRequest], conv: cattrs.Converter) -> Any:
     return hook
 
 
-def make_converter() -> cattrs.Converter:
-    """A fresh converter with the SDK's hooks."""
-    conv = cattrs.Converter()
-    configure_converter(conv)
-    return conv
+def _url_only(image: Any) -> Any:
+    if isinstance(image, PurePath):
+        raise ValueError(
+            f"local image {str(image)!r} has no URL yet: session.submit() uploads it first"
+        )
+    return image
 
 
-converter = make_converter()
+converter = cattrs.Converter()
+configure_converter(converter)
 
 
 def request_body(request: VideoRequest) -> dict[str, Any]:
@@ -169,25 +178,43 @@ def _data(payload: Any) -> Any:
     return payload["data"]
 
 
-def parse_snapshot(payload: Any) -> TaskSnapshot:
-    """Read a ``GET /v1/tasks/{id}`` body into a snapshot, or raise InvalidResponseError."""
+def parse_snapshot(payload: Any, task_id: str | None = None) -> TaskSnapshot:
+    """Read a ``GET /v1/tasks/{id}`` body into a snapshot, or raise InvalidResponseError
+    (also when it describes a task other than ``task_id``)."""
     try:
-        return converter.structure(_data(payload), TaskSnapshot)
+        snapshot = converter.structure(_data(payload), TaskSnapshot)
     except InvalidResponseError:
         raise
     except Exception as exc:  # cattrs wraps field errors in (Base)ExceptionGroups
         raise InvalidResponseError(f"unreadable task status: {_describe(exc)}") from exc
+    if task_id is not None and snapshot.id != task_id:
+        raise InvalidResponseError(
+            f"the status asked for task {task_id} describes task {snapshot.id}"
+        )
+    return snapshot
 
 
 def parse_submission(payload: Any) -> str:
-    """The task id from a submit response (``data`` is a list with one element)."""
+    """The task id from a submit response: ``data`` is a list with one
+    ``{"task_id"}`` element, or (response version 2026-07-27) one ``{"id"}`` object."""
     data = _data(payload)
     first = data[0] if isinstance(data, list) and data else data
-    task_id = first.get("task_id") if isinstance(first, Mapping) else None
+    task_id = None
+    if isinstance(first, Mapping):
+        task_id = first.get("task_id") or first.get("id")
     try:
         return check_task_id(task_id)
     except ValueError as exc:
-        raise InvalidResponseError(f"submit response has no usable task_id: {exc}") from exc
+        raise InvalidResponseError(f"submit response has no usable task id: {exc}") from exc
+
+
+def parse_upload(payload: Any) -> str:
+    """The URL of an uploaded image, from ``{"url", ...}`` bare or under ``data``."""
+    data = payload.get("data", payload) if isinstance(payload, Mapping) else None
+    url = data.get("url") if isinstance(data, Mapping) else None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise InvalidResponseError("upload response has no usable http(s) url")
+    return url
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,23 +5,27 @@ mapped to the most specific class here and chained with ``raise ... from``::
 
     KlingError
     ├── RequestValidationError      (also ValueError) bad input, caught before any network call
-    ├── APIError                    the API answered with an error (status, code, message)
-    │   ├── BadRequestError         400
+    ├── APIError                    the API answered with an error (status, code, message,
+    │   │                           param, request_id)
+    │   ├── BadRequestError         400, 422
+    │   │   ├── IdempotencyConflictError  409: an idempotency key reused with another request
+    │   │   └── ImageTooLargeError  413 on an upload
     │   ├── AuthenticationError     401, 403
     │   ├── InsufficientCreditsError 402
     │   ├── TaskNotFoundError       404
     │   ├── RateLimitError          429 (retry_after from the Retry-After header)
-    │   └── ServerError             5xx, or HTTP 200 whose body ``code`` is not 200
-    ├── TransportError              no usable answer
+    │   └── ServerError             5xx, or HTTP 200 whose body reports an error
+    ├── TransportError              no usable answer (``sent``: False if surely never sent)
     │   ├── NetworkError            connection refused, reset, DNS
     │   ├── RequestTimeoutError     (also TimeoutError) the request took longer than its timeout
     │   └── InvalidResponseError    a body that is not the JSON the API documents
-    ├── SubmissionUncertainError    a POST may or may not have been accepted (carries the request)
+    ├── SubmissionUncertainError    retries ran out and a POST may or may not have been
+    │                               accepted (carries the request and its idempotency key)
     ├── TaskError                   a task ended badly (carries task_id)
     │   ├── TaskFailedError         status "failed" (carries the server's error code and message)
     │   ├── TaskCancelledError      status "cancelled"
     │   └── TaskTimeoutError        (also TimeoutError) the wait deadline passed; the task runs on
-    ├── DownloadError               a result video could not be fetched or is not a video
+    ├── DownloadError               a result video could not be fetched or saved
     └── SessionClosedError          the session was closed, or used after closing
 """
 
@@ -34,6 +38,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "IdempotencyConflictError",
+    "ImageTooLargeError",
     "InsufficientCreditsError",
     "InvalidResponseError",
     "KlingError",
@@ -71,17 +77,48 @@ class RequestValidationError(KlingError, ValueError):
 
 
 class APIError(KlingError):
-    """The API answered with an error status or an error ``code`` in its body."""
+    """The API answered with an error status or an error in its body.
 
-    def __init__(self, status: int, code: str | int | None, message: str) -> None:
+    ``param`` names the request field the server objected to (when it says), and
+    ``request_id`` identifies the request for the provider's support; ``hint`` says
+    what to check on our side.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str | int | None,
+        message: str,
+        *,
+        param: str | None = None,
+        request_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
-        super().__init__(f"HTTP {status} (code {code}): {message}")
+        self.param = param
+        self.request_id = request_id
+        text = f"HTTP {status} (code {code}): {message}"
+        if param:
+            text += f" [field: {param}]"
+        if hint:
+            text += f"; {hint}"
+        if request_id:
+            text += f" (request id {request_id})"
+        super().__init__(text)
 
 
 class BadRequestError(APIError):
-    """400: the server rejected the parameters."""
+    """400/422: the server rejected the parameters (``param`` names the field if it said)."""
+
+
+class IdempotencyConflictError(BadRequestError):
+    """409: the idempotency key was already used for a different request body."""
+
+
+class ImageTooLargeError(BadRequestError):
+    """413: the server refused an uploaded image as too large."""
 
 
 class AuthenticationError(APIError):
@@ -100,27 +137,35 @@ class RateLimitError(APIError):
     """429: too many requests; ``retry_after`` is the server's wait in seconds, if it sent one."""
 
     def __init__(
-        self, status: int, code: str | int | None, message: str, retry_after: float | None = None
+        self,
+        status: int,
+        code: str | int | None,
+        message: str,
+        retry_after: float | None = None,
+        **details: Any,
     ) -> None:
-        super().__init__(status, code, message)
+        super().__init__(status, code, message, **details)
         self.retry_after = retry_after
 
 
 class ServerError(APIError):
-    """5xx, or an HTTP 200 whose body carries an error ``code``."""
+    """5xx, or an HTTP 200 whose body reports an error."""
 
 
 class TransportError(KlingError):
-    """The request got no usable answer."""
+    """The request got no usable answer.
+
+    ``sent`` is False only when the request surely never reached the server (the
+    connection was never made, or it was refused locally before sending).
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class NetworkError(TransportError):
     """The connection failed: refused, reset, or closed mid-response."""
-
-    def __init__(self, message: str, *, sent: bool = True) -> None:
-        super().__init__(message)
-        #: False only when the request surely never reached the server (connect failed).
-        self.sent = sent
 
 
 class RequestTimeoutError(TransportError, TimeoutError):
@@ -132,18 +177,21 @@ class InvalidResponseError(TransportError):
 
 
 class SubmissionUncertainError(KlingError):
-    """A submit may or may not have been accepted: the caller decides whether to resubmit.
+    """Retries ran out while a submit's outcome was unknown: it may or may not exist.
 
-    Raised on a timeout after sending, a connection lost mid-response, a 5xx or a garbled
-    answer to a POST. ``request`` is the request that was sent, so nothing is lost.
+    ``request`` is the request that was sent and ``idempotency_key`` the key it carried:
+    ``session.submit(err.request, idempotency_key=err.idempotency_key)`` later returns
+    the original task if the server created it, and creates it otherwise: never twice.
     """
 
-    def __init__(self, request: Any, cause: BaseException) -> None:
+    def __init__(self, request: Any, cause: BaseException, idempotency_key: str) -> None:
         self.request = request
         self.cause = cause
+        self.idempotency_key = idempotency_key
         super().__init__(
             f"the submission may or may not have been accepted ({type(cause).__name__}: "
-            f"{cause}); check before resubmitting to avoid paying twice"
+            f"{cause}); submit it again with idempotency_key={idempotency_key!r} to settle "
+            "it without paying twice"
         )
 
 
@@ -180,7 +228,7 @@ class TaskTimeoutError(TaskError, TimeoutError):
 
 
 class DownloadError(KlingError):
-    """A result video could not be downloaded, or what came back is not a video."""
+    """A result video could not be downloaded or saved, or what came back is not a video."""
 
 
 class SessionClosedError(KlingError):

@@ -6,9 +6,12 @@ Requests are frozen attrs classes checked at construction, so a bad request fail
 
 from __future__ import annotations
 
+import difflib
 import enum
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +21,10 @@ from ._exceptions import RequestValidationError
 
 __all__ = [
     "ASPECT_RATIOS",
-    "DURATIONS",
+    "FIELDS",
+    "MAX_DURATION",
+    "MAX_DURATION_I2V_OR_PRO",
+    "MIN_DURATION",
     "MODES",
     "ErrorInfo",
     "ImageToVideo",
@@ -33,7 +39,9 @@ __all__ = [
 
 MODES = ("std", "pro")
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
-DURATIONS = (5, 10, 15)
+MIN_DURATION = 3
+MAX_DURATION = 15
+MAX_DURATION_I2V_OR_PRO = 10
 MAX_PROMPT_CHARS = 10_000
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
@@ -47,12 +55,24 @@ def check_task_id(task_id: object) -> str:
     return task_id
 
 
-def _http_url(field: str, value: object) -> None:
+def _image(field: str, value: object) -> str | Path:
+    """An image given as a public http(s) URL, or as a local file (a path object) that
+    ``session.submit`` uploads first."""
+    if isinstance(value, os.PathLike):
+        path = Path(value)
+        if not path.is_file():
+            raise RequestValidationError(field, "local image: no such file", str(path))
+        return path
     if not isinstance(value, str):
-        raise RequestValidationError(field, "must be a string URL", value)
+        raise RequestValidationError(field, "must be an http(s) URL or a pathlib.Path", value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RequestValidationError(field, "must be a public http(s) URL", value)
+        raise RequestValidationError(
+            field,
+            "must be a public http(s) URL (for a local file, pass a pathlib.Path)",
+            value,
+        )
+    return value
 
 
 def _check_prompt(_inst: object, a: attrs.Attribute[str], value: object) -> None:
@@ -84,9 +104,10 @@ def _check_duration(_inst: object, a: attrs.Attribute[int], value: object) -> No
     # bool is an int subclass and a float 5.0 would be sent as 5.0: both are refused.
     if type(value) is not int:
         raise RequestValidationError(a.name, "must be an integer number of seconds", value)
-    if value not in DURATIONS:
+    if not MIN_DURATION <= value <= MAX_DURATION:
         raise RequestValidationError(
-            a.name, f"must be one of {', '.join(map(str, DURATIONS))} seconds", value
+            a.name, f"must be a whole number of seconds from {MIN_DURATION} to {MAX_DURATION}",
+            value,
         )
 
 
@@ -99,6 +120,21 @@ def _to_tuple(value: object) -> object:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         return value  # left for the validator to reject with a clear message
     return tuple(value)
+
+
+#: The request fields, by the API's names.
+FIELDS = (
+    "model",
+    "prompt",
+    "mode",
+    "duration",
+    "aspect_ratio",
+    "negative_prompt",
+    "image_urls",
+    "last_frame_image",
+    "watermark",
+    "audio",
+)
 
 
 @attrs.frozen
@@ -117,15 +153,47 @@ class VideoRequest:
     audio: bool | None = attrs.field(default=None, kw_only=True, validator=_check_flag)
 
     def __attrs_post_init__(self) -> None:
-        if self.mode == "pro" and self.duration > 10:
+        if self.mode == "pro" and self.duration > MAX_DURATION_I2V_OR_PRO:
             raise RequestValidationError(
-                "duration", "pro mode goes up to 10 seconds", self.duration
+                "duration", f"pro mode goes up to {MAX_DURATION_I2V_OR_PRO} seconds", self.duration
             )
 
     @property
     def kind(self) -> tuple[str, str, int, bool]:
         """What the server's run time depends on: model, mode, duration, image input."""
         return (self.model, self.mode, self.duration, isinstance(self, ImageToVideo))
+
+    @staticmethod
+    def from_fields(fields: Mapping[str, Any]) -> VideoRequest:
+        """The request a mapping of the API's field names describes (a JSON body, a form).
+
+        ``image_urls`` makes it an :class:`ImageToVideo`, otherwise a :class:`TextToVideo`;
+        ``None`` counts as unset. Unknown fields and broken rules raise
+        :class:`RequestValidationError` naming the field.
+        """
+        if not isinstance(fields, Mapping):
+            raise RequestValidationError(
+                "request", "must be an object of request fields", type(fields).__name__
+            )
+        for key in fields:
+            if key not in FIELDS:
+                close = difflib.get_close_matches(str(key), FIELDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise RequestValidationError(
+                    str(key), f"unknown field{hint}; the fields are: {', '.join(FIELDS)}"
+                )
+        given = {key: value for key, value in fields.items() if value is not None}
+        if "prompt" not in given:
+            raise RequestValidationError("prompt", "required, a non-empty string")
+        if "image_urls" in given:
+            return ImageToVideo(**given)
+        if "last_frame_image" in given:
+            raise RequestValidationError(
+                "last_frame_image",
+                "only valid together with image_urls (image-to-video)",
+                given["last_frame_image"],
+            )
+        return TextToVideo(**given)
 
 
 @attrs.frozen
@@ -137,18 +205,20 @@ class TextToVideo(VideoRequest):
 class ImageToVideo(VideoRequest):
     """Animate one image (first frame) or two (first and last frame) following a prompt."""
 
-    image_urls: tuple[str, ...] = attrs.field(converter=_to_tuple)
-    last_frame_image: str | None = attrs.field(default=None, kw_only=True)
+    image_urls: tuple[str | Path, ...] = attrs.field(converter=_to_tuple)
+    last_frame_image: str | Path | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         urls = self.image_urls
         if not isinstance(urls, tuple) or not 1 <= len(urls) <= 2:
-            raise RequestValidationError("image_urls", "must be a list of 1 or 2 image URLs", urls)
-        for url in urls:
-            _http_url("image_urls", url)
+            raise RequestValidationError("image_urls", "must be a list of 1 or 2 images", urls)
+        # Frozen: normalise through object.__setattr__ (path-likes become Path).
+        object.__setattr__(self, "image_urls", tuple(_image("image_urls", u) for u in urls))
         if self.last_frame_image is not None:
-            _http_url("last_frame_image", self.last_frame_image)
+            object.__setattr__(
+                self, "last_frame_image", _image("last_frame_image", self.last_frame_image)
+            )
             if len(urls) != 1:
                 raise RequestValidationError(
                     "last_frame_image",
@@ -156,10 +226,18 @@ class ImageToVideo(VideoRequest):
                     "last frame)",
                     self.last_frame_image,
                 )
-        if self.duration > 10:
+        if self.duration > MAX_DURATION_I2V_OR_PRO:
             raise RequestValidationError(
-                "duration", "image-to-video goes up to 10 seconds", self.duration
+                "duration",
+                f"image-to-video goes up to {MAX_DURATION_I2V_OR_PRO} seconds",
+                self.duration,
             )
+
+    @property
+    def local_images(self) -> tuple[Path, ...]:
+        """The images given as local files, which a submit uploads first."""
+        images = (*self.image_urls, self.last_frame_image)
+        return tuple(image for image in images if isinstance(image, Path))
 
 
 class TaskStatus(enum.StrEnum):
