@@ -4,7 +4,7 @@
 one shared poller per session checks every task in flight.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from ._config import PollPolicy, RetryPolicy
 from ._exceptions import (
@@ -12,6 +12,8 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     DownloadError,
+    IdempotencyConflictError,
+    ImageTooLargeError,
     InsufficientCreditsError,
     InvalidResponseError,
     KlingError,
@@ -39,20 +41,26 @@ from ._models import (
     VideoRequest,
     VideoResult,
 )
+from ._poller import PollStats
 from ._session import KlingSession
 from ._task import Task
+from ._transport import AiohttpTransport, DownloadStream, RawResponse, Transport
 
 try:
-    __version__ = version("kling-async")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("kling-async")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
     "APIError",
+    "AiohttpTransport",
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "DownloadStream",
     "ErrorInfo",
+    "IdempotencyConflictError",
+    "ImageTooLargeError",
     "ImageToVideo",
     "InsufficientCreditsError",
     "InvalidResponseError",
@@ -60,7 +68,9 @@ __all__ = [
     "KlingSession",
     "NetworkError",
     "PollPolicy",
+    "PollStats",
     "RateLimitError",
+    "RawResponse",
     "RequestTimeoutError",
     "RequestValidationError",
     "RetryPolicy",
@@ -76,9 +86,18 @@ __all__ = [
     "TaskStatus",
     "TaskTimeoutError",
     "TextToVideo",
+    "Transport",
     "TransportError",
     "Video",
     "VideoRequest",
     "VideoResult",
     "__version__",
 ]
+
+# Public names report the public path (as httpx does), so reprs, tracebacks and docs show
+# ``kling_async.Task`` rather than a private module.
+for _name in __all__:
+    _public = globals()[_name]
+    if isinstance(_public, type):
+        _public.__module__ = __name__
+del _name, _public

@@ -2,7 +2,7 @@
 
 The body goes to a hidden temporary file beside the target and is renamed over it only
 when complete, so a download cut off part-way never leaves a partial file under the
-target name. The API key is never sent (see ``Transport.open_download``).
+target name. The API key is never sent (``Transport.download`` carries no credentials).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from ._exceptions import DownloadError, KlingError
-from ._transport import Transport, map_exception
+from ._exceptions import DownloadError
+from ._transport import DownloadStream, Transport
 
-__all__ = ["ExpiredURLError", "looks_like_video", "stream_to_file"]
+__all__ = ["ExpiredURLError", "check_target", "looks_like_video", "stream_to_file"]
 
 CHUNK_SIZE = 1 << 16
 _BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
@@ -42,48 +42,74 @@ def looks_like_video(head: bytes) -> bool:
     return head[4:8] in _BOX_TYPES or head.startswith(_EBML)
 
 
-async def stream_to_file(transport: Transport, url: str, target: Path, *, max_bytes: int) -> int:
-    """Download ``url`` to ``target`` atomically; return the number of bytes written."""
+def check_target(target: Path) -> None:
+    """Make sure a video can be saved at ``target`` before fetching it: its folder exists
+    (created if needed) and nothing that is not a file stands in its place."""
+    try:
+        if target.is_dir():
+            raise DownloadError(f"cannot save to {target}: it is a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot save to {target}: {exc.strerror or exc}") from exc
+
+
+async def stream_to_file(
+    transport: Transport,
+    url: str,
+    target: Path,
+    *,
+    max_bytes: int,
+    timeout: float,
+    read_timeout: float,
+) -> int:
+    """Download ``url`` to ``target`` atomically; return the number of bytes written.
+
+    Local failures (a full disk, a folder where the file goes) are DownloadErrors too.
+    """
     if urlsplit(url).scheme not in ("http", "https"):
-        raise DownloadError(f"refusing to download a non-http(s) URL: {url[:80]!r}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        raise DownloadError("refusing to download a result URL that is not http(s)")
+    check_target(target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+        )
+    except OSError as exc:
+        raise DownloadError(f"cannot save to {target}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            written = await _copy(transport, url, out, max_bytes)
+            async with transport.download(
+                url, timeout=timeout, read_timeout=read_timeout
+            ) as response:
+                written = await _copy(response, out, max_bytes)
         os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise DownloadError(f"cannot save to {target}: {exc.strerror or exc}") from exc
         raise
     return written
 
 
-async def _copy(transport: Transport, url: str, out: BinaryIO, max_bytes: int) -> int:
-    try:
-        async with transport.open_download(url) as response:
-            if response.status in (403, 404, 410):
-                raise ExpiredURLError(f"storage answered HTTP {response.status}")
-            if response.status != 200:
-                raise DownloadError(f"storage answered HTTP {response.status}")
-            if (response.content_length or 0) > max_bytes:
-                raise DownloadError(f"video is larger than the {max_bytes}-byte cap")
-            head = b""
-            written = 0
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise DownloadError(f"video is larger than the {max_bytes}-byte cap")
-                if len(head) < 12:
-                    head += chunk[: 12 - len(head)]
-                    if len(head) >= 12 and not looks_like_video(head):
-                        raise DownloadError("the downloaded body does not look like a video")
-                out.write(chunk)
-            if not looks_like_video(head):
+async def _copy(response: DownloadStream, out: BinaryIO, max_bytes: int) -> int:
+    if response.status in (403, 404, 410):
+        raise ExpiredURLError(f"storage answered HTTP {response.status}")
+    if response.status != 200:
+        raise DownloadError(f"storage answered HTTP {response.status}")
+    if (response.content_length or 0) > max_bytes:
+        raise DownloadError(f"video is larger than the {max_bytes}-byte cap")
+    head = b""
+    written = 0
+    async for chunk in response.iter_chunks(CHUNK_SIZE):
+        written += len(chunk)
+        if written > max_bytes:
+            raise DownloadError(f"video is larger than the {max_bytes}-byte cap")
+        if len(head) < 12:
+            head += chunk[: 12 - len(head)]
+            if len(head) >= 12 and not looks_like_video(head):
                 raise DownloadError("the downloaded body does not look like a video")
-            return written
-    except KlingError:
-        raise
-    except Exception as exc:
-        raise map_exception(exc) from exc
+        out.write(chunk)
+    if not looks_like_video(head):
+        raise DownloadError("the downloaded body does not look like a video")
+    return written

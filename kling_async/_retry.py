@@ -1,7 +1,9 @@
-"""Retry policy turned into ``backoff`` decorators.
+"""Which failures are worth another try, whether a request surely never landed, and the
+retry policy turned into ``backoff`` decorators.
 
 Waits are exponential with full jitter, except after a 429 that names a ``Retry-After``:
-that wait is used exactly (no jitter may shorten what the server asked for).
+that wait is used exactly (no jitter may shorten what the server asked for), and a wait
+longer than ``RetryPolicy.max_retry_after`` ends the retries instead.
 """
 
 from __future__ import annotations
@@ -15,19 +17,31 @@ import backoff
 
 from ._config import RetryPolicy
 from ._exceptions import (
+    APIError,
     InvalidResponseError,
     KlingError,
     NetworkError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    SessionClosedError,
+    TransportError,
 )
 
-__all__ = ["TRANSIENT", "full_jitter_delay", "is_retryable_read", "is_retryable_submit", "retrying"]
+__all__ = [
+    "full_jitter_delay",
+    "is_transient",
+    "retrying",
+    "surely_not_received",
+    "too_long_to_wait",
+]
 
 logger = logging.getLogger("kling_async")
 
 T = TypeVar("T")
+
+_TRANSIENT = (ServerError, NetworkError, RequestTimeoutError, InvalidResponseError, RateLimitError)
+_RETRYABLE_STATUS = 408
 
 
 def full_jitter_delay(
@@ -37,19 +51,35 @@ def full_jitter_delay(
     return (rng or random).uniform(0.0, min(cap, base * 2.0 ** min(attempt, 62)))
 
 
-#: Failures that say nothing about the request itself: worth another try later.
-TRANSIENT = (ServerError, NetworkError, RequestTimeoutError, InvalidResponseError)
-_TRANSIENT_READ = (RateLimitError, *TRANSIENT)
+def is_transient(exc: BaseException) -> bool:
+    """Failures that say nothing about the request itself: 408, 429, 5xx, a lost or
+    refused connection, a timeout, a garbled answer. Another try may well succeed."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, APIError) and exc.status == _RETRYABLE_STATUS
 
 
-def is_retryable_read(exc: Exception) -> bool:
-    """GETs are safe to repeat: retry anything transient."""
-    return isinstance(exc, _TRANSIENT_READ)
+def surely_not_received(exc: BaseException) -> bool:
+    """True if a request that raised ``exc`` certainly did not take effect on the server.
+
+    The one answer to "did the server take the POST?": a connection never made or a
+    request refused before sending, a closed session, or an answer refusing it (4xx but
+    408). A timeout, a connection lost mid-answer, a 408, a 5xx or a garbled answer leave
+    it unknown.
+    """
+    if isinstance(exc, TransportError):
+        return not exc.sent
+    if isinstance(exc, SessionClosedError):
+        return True
+    if isinstance(exc, ServerError):
+        return False
+    return isinstance(exc, APIError) and exc.status != _RETRYABLE_STATUS
 
 
-def is_retryable_submit(exc: Exception) -> bool:
-    """A submit is retried only when the server surely did not take it."""
-    return isinstance(exc, RateLimitError) or (isinstance(exc, NetworkError) and not exc.sent)
+def too_long_to_wait(exc: BaseException, policy: RetryPolicy) -> bool:
+    """True if the server asked to wait longer than the policy's ``max_retry_after``."""
+    retry_after = getattr(exc, "retry_after", None)
+    return retry_after is not None and retry_after > policy.max_retry_after
 
 
 def _waits(policy: RetryPolicy) -> Callable[[], Generator[float, Any, None]]:
@@ -79,15 +109,12 @@ def _log_retry(details: Any) -> None:
 
 
 def retrying(
-    policy: RetryPolicy, should_retry: Callable[[Exception], bool]
+    policy: RetryPolicy, should_retry: Callable[[Exception], bool] = is_transient
 ) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """A decorator retrying a coroutine function on KlingErrors that ``should_retry`` accepts."""
 
     def give_up(exc: Exception) -> bool:
-        if not should_retry(exc):
-            return True
-        retry_after = getattr(exc, "retry_after", None)
-        return retry_after is not None and retry_after > policy.max_retry_after
+        return not should_retry(exc) or too_long_to_wait(exc, policy)
 
     decorator: Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]] = (
         backoff.on_exception(

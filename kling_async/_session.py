@@ -1,4 +1,4 @@
-"""The session: lifecycle, submit, re-attach, status, download, and waiting on many tasks."""
+"""The session: lifecycle, submit, re-attach, status, upload, download, waiting on many."""
 
 from __future__ import annotations
 
@@ -6,36 +6,61 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
+
+from ._client import ApiClient
+from ._clock import ServerClock
 from ._config import PollPolicy, RetryPolicy, resolve_config
-from ._convert import parse_snapshot, parse_submission, request_body
+from ._convert import parse_submission, request_body
 from ._download import ExpiredURLError, stream_to_file
 from ._exceptions import (
-    InvalidResponseError,
     KlingError,
-    NetworkError,
-    RequestTimeoutError,
     RequestValidationError,
-    ServerError,
     SessionClosedError,
     SubmissionUncertainError,
 )
-from ._models import TaskSnapshot, VideoRequest, VideoResult, check_task_id
-from ._poller import Poller
-from ._retry import is_retryable_read, is_retryable_submit, retrying
+from ._forecast import Forecaster
+from ._models import ImageToVideo, TaskSnapshot, VideoRequest, VideoResult, check_task_id
+from ._poller import Poller, PollStats
+from ._retry import is_transient, retrying, surely_not_received
 from ._task import Task, result_of
-from ._transport import Transport
+from ._transport import AiohttpTransport, Transport
+from ._upload import read_image, upload_image
 
-__all__ = ["KlingSession"]
+__all__ = ["KlingSession", "check_idempotency_key"]
 
 logger = logging.getLogger("kling_async")
 
+T = TypeVar("T")
+
 SUBMIT_PATH = "/v1/videos/generations"
+MAX_KEY_LENGTH = 191
+
+
+def check_idempotency_key(key: object) -> str:
+    """``key`` if it is a valid ``Idempotency-Key`` (1-191 visible ASCII characters)."""
+    if (
+        not isinstance(key, str)
+        or not 1 <= len(key) <= MAX_KEY_LENGTH
+        or not all("!" <= char <= "~" for char in key)
+    ):
+        raise RequestValidationError(
+            "idempotency_key",
+            f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (no spaces)",
+            key,
+        )
+    return key
+
+
+def _new_key() -> str:
+    return "kling-async-" + secrets.token_hex(16)
 
 
 class KlingSession:
@@ -44,6 +69,8 @@ class KlingSession:
     ``api_key`` falls back to ``$APIMART_API_KEY``; ``base_url`` to ``$APIMART_BASE_URL``,
     then ``https://api.apimart.ai``. Use it as ``async with KlingSession() as session:``
     (or call :meth:`close`); one session shares one connection pool and one poller.
+    ``response_version="2026-07-27"`` opts in to the API's newer response shapes (both
+    are read either way); ``transport`` replaces the aiohttp client.
     """
 
     def __init__(
@@ -57,7 +84,18 @@ class KlingSession:
         download_timeout: float = 600.0,
         max_download_bytes: int = 2 * 1024**3,
         allow_insecure: bool = False,
+        response_version: str | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        if response_version is not None and (
+            not isinstance(response_version, str)
+            or not response_version
+            or not all("!" <= char <= "~" for char in response_version)
+        ):
+            raise RequestValidationError(
+                "response_version", "must be a version string such as '2026-07-27'",
+                response_version,
+            )
         self.config = resolve_config(
             api_key,
             base_url,
@@ -67,13 +105,16 @@ class KlingSession:
             request_timeout=request_timeout,
             download_timeout=download_timeout,
             max_download_bytes=max_download_bytes,
+            response_version=response_version,
         )
-        self._transport = Transport(self.config)
-        self._poller: Poller | None = None
+        clock = ServerClock()
+        self._transport = transport or AiohttpTransport(limit=poll.max_concurrency + 8)
+        self._client = ApiClient(self.config, self._transport, clock)
+        self._poller = Poller(self._client, poll, retry, Forecaster(poll, clock))
         self._closed = False
-        self._post = retrying(self.config.retry, is_retryable_submit)(self._post_once)
-        self._get = retrying(self.config.retry, is_retryable_read)(self._get_once)
-        self._download = retrying(self.config.retry, is_retryable_read)(stream_to_file)
+        self._ops: set[asyncio.Task[Any]] = set()
+        self._retry = retrying(retry, is_transient)
+        self._download = retrying(retry, is_transient)(stream_to_file)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -96,61 +137,147 @@ class KlingSession:
         """True once :meth:`close` has been called."""
         return self._closed
 
-    @property
-    def poller(self) -> Poller | None:
-        """The shared poller, once something has been waited on (for inspection)."""
-        return self._poller
+    def poll_stats(self) -> PollStats:
+        """What the shared poller is doing: tasks watched, requests sent, the rate now."""
+        return self._poller.stats()
 
     async def close(self) -> None:
-        """Fail pending waits with SessionClosedError, stop the poller, close connections."""
+        """End the session: nothing new is sent; a POST already on the wire finishes
+        (so its task id is not lost); requests waiting to retry end with
+        SessionClosedError, as do pending waits; then connections close."""
         if self._closed:
             return
         self._closed = True
-        if self._poller is not None:
-            await self._poller.close()
+        self._client.closing = True
+        ops = [op for op in self._ops if not op.done()]
+        for op in ops:
+            if not self._client.sending_paid(op):
+                op.cancel()
+        if ops:
+            await asyncio.gather(*ops, return_exceptions=True)
+        await self._poller.close()
         await self._transport.close()
 
     def _check_open(self) -> None:
         if self._closed:
             raise SessionClosedError("this KlingSession is closed; open a new one")
 
-    def _live_poller(self) -> Poller:
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a request of the session's own as a task that :meth:`close` can end: a
+        close cancels it (SessionClosedError here) unless a paid POST is on the wire."""
         self._check_open()
-        if self._poller is None:
-            self._poller = Poller(self._transport, self.config.poll)
-        return self._poller
+        op = asyncio.ensure_future(coro)
+        self._ops.add(op)
+        op.add_done_callback(self._ops.discard)
+        try:
+            return await asyncio.shield(op)
+        except asyncio.CancelledError:
+            if op.cancelled() and self._closed:
+                raise SessionClosedError("the session was closed during the request") from None
+            op.cancel()  # our caller was cancelled: the request goes too
+            raise
 
     # -- submitting ----------------------------------------------------------------------
 
-    async def _post_once(self, body: dict[str, Any]) -> str:
-        return parse_submission(await self._transport.request_json("POST", SUBMIT_PATH, body))
-
-    async def submit(self, request: VideoRequest) -> Task:
+    async def submit(self, request: VideoRequest, *, idempotency_key: str | None = None) -> Task:
         """Submit one generation (paid) and return its handle at once.
 
-        Retried only when the server surely did not take the request (connection refused,
-        429). When it may have (timeout after sending, connection lost, 5xx, garbled
-        answer), :class:`SubmissionUncertainError` carries the request: nothing is
-        submitted twice behind your back.
+        Every submit carries an ``Idempotency-Key`` (a fresh random one unless you pass
+        your own); a submit whose outcome is unknown (timeout, lost connection, 408, 429,
+        5xx) is retried with the same key and body, and the server answers with the
+        original task instead of a second one. Only when retries run out is it
+        :class:`SubmissionUncertainError`, whose ``idempotency_key`` settles it later at
+        no extra cost. Local images (``pathlib.Path`` in an :class:`ImageToVideo`) are
+        uploaded first; a failed upload submits nothing.
         """
         self._check_open()
         if not isinstance(request, VideoRequest):
             raise TypeError(f"expected TextToVideo or ImageToVideo, got {type(request).__name__}")
-        body = request_body(request)
-        try:
-            task_id = await self._post(body)
-        except (ServerError, RequestTimeoutError, InvalidResponseError) as exc:
-            raise SubmissionUncertainError(request, exc) from exc
-        except NetworkError as exc:
-            if exc.sent:
-                raise SubmissionUncertainError(request, exc) from exc
-            raise
-        logger.debug("submitted %s", task_id)
-        return Task(self, task_id, request)
+        key = _new_key() if idempotency_key is None else check_idempotency_key(idempotency_key)
+        return await self._run(self._submit(request, key))
 
-    async def generate(self, request: VideoRequest, *, timeout: float | None = None) -> VideoResult:
+    async def _submit(self, request: VideoRequest, key: str) -> Task:
+        request = await self._with_uploads(request)
+        body = request_body(request)
+        loop = asyncio.get_running_loop()
+        first_sent: float | None = None
+        last_sent = 0.0
+        unknown: KlingError | None = None  # an attempt whose outcome the server did not say
+
+        async def attempt() -> tuple[str, bool]:
+            nonlocal first_sent, last_sent, unknown
+            last_sent = loop.time()
+            first_sent = last_sent if first_sent is None else first_sent
+            try:
+                reply = await self._client.call(
+                    "POST",
+                    SUBMIT_PATH,
+                    json_body=body,
+                    headers={"Idempotency-Key": key},
+                    paid=True,
+                )
+                task_id = parse_submission(reply.payload)
+            except KlingError as exc:
+                if not surely_not_received(exc):
+                    unknown = exc
+                raise
+            return task_id, reply.headers.get("Idempotency-Replayed", "").lower() == "true"
+
+        try:
+            task_id, replayed = await self._retry(attempt)()
+        except asyncio.CancelledError:
+            if self._closed and unknown is not None:  # closed while waiting to retry
+                raise SubmissionUncertainError(request, unknown, key) from None
+            raise
+        except KlingError as exc:
+            if unknown is not None and (is_transient(exc) or isinstance(exc, SessionClosedError)):
+                cause = exc if not isinstance(exc, SessionClosedError) else unknown
+                raise SubmissionUncertainError(request, cause, key) from exc
+            raise
+        logger.debug("submitted %s%s", task_id, " (replayed)" if replayed else "")
+        origin = first_sent if replayed else last_sent
+        return Task(self._poller, task_id, request, submitted_at=origin, idempotency_key=key)
+
+    async def _with_uploads(self, request: VideoRequest) -> VideoRequest:
+        """``request`` with its local images uploaded and replaced by their URLs. Every
+        image is read and checked before the first upload, so a bad one sends nothing."""
+        if not isinstance(request, ImageToVideo) or not request.local_images:
+            return request
+        fields = ("image_urls",) * len(request.image_urls) + ("last_frame_image",)
+        images = (*request.image_urls, request.last_frame_image)
+        local = {
+            image: await read_image(image, field)
+            for image, field in zip(images, fields, strict=True)
+            if isinstance(image, Path)
+        }
+        urls: dict[Path, str] = {}
+        for path, image in local.items():
+            urls[path] = await upload_image(self._client, self.config.retry, path, image=image)
+
+        def url(image: str | Path | None) -> str | Path | None:
+            return urls[image] if isinstance(image, Path) else image
+
+        return attrs.evolve(
+            request,
+            image_urls=tuple(url(i) for i in request.image_urls),
+            last_frame_image=url(request.last_frame_image),
+        )
+
+    async def upload_image(self, path: str | os.PathLike[str]) -> str:
+        """Upload a local JPEG, PNG, GIF or WebP image; return its URL (valid 72 hours)
+        for ``image_urls`` or ``last_frame_image``. Not retried once it may have been
+        stored (uploads have no idempotency key); a 413 is ImageTooLargeError."""
+        return await self._run(upload_image(self._client, self.config.retry, path))
+
+    async def generate(
+        self,
+        request: VideoRequest,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> VideoResult:
         """Submit and wait: the result of one generation."""
-        task = await self.submit(request)
+        task = await self.submit(request, idempotency_key=idempotency_key)
         return await task.wait(timeout)
 
     # -- existing tasks ------------------------------------------------------------------
@@ -158,18 +285,13 @@ class KlingSession:
     def task(self, task_id: str) -> Task:
         """A handle on an existing task id (e.g. saved before a restart)."""
         self._check_open()
-        return Task(self, check_task_id(task_id))
-
-    async def _get_once(self, task_id: str) -> TaskSnapshot:
-        return parse_snapshot(
-            await self._transport.request_json("GET", self._transport.task_path(task_id))
-        )
+        return Task(self._poller, check_task_id(task_id))
 
     async def status(self, task_id: str) -> TaskSnapshot:
-        """The task's status now: one GET outside the poller, retried on transient errors."""
+        """The task's status now: one GET within the session's rate cap (and any 429
+        pause), retried on transient errors."""
         self._check_open()
-        snapshot: TaskSnapshot = await self._get(check_task_id(task_id))
-        return snapshot
+        return await self._poller.status(check_task_id(task_id))
 
     async def as_completed(
         self, tasks: Iterable[Task], *, timeout: float | None = None
@@ -207,7 +329,8 @@ class KlingSession:
         """Stream a task's video to ``path`` (waiting for the task first if needed).
 
         The file appears under ``path`` only once complete. If the URL has expired or the
-        storage host refuses it, the task is refreshed once for a fresh URL.
+        storage host refuses it, the task is refreshed once for a fresh URL. Problems on
+        this side (a folder in the file's place, a full disk) are DownloadErrors too.
         """
         self._check_open()
         if isinstance(task, str):
@@ -217,7 +340,10 @@ class KlingSession:
             raise RequestValidationError(
                 "index", f"must pick one of the task's {len(result.videos)} videos", index
             )
-        target = Path(path)
+        return await self._run(self._save(result, Path(path), index))
+
+    async def _save(self, result: VideoResult, target: Path, index: int) -> Path:
+        config = self.config
         fresh = False
         expires_at = result.videos[index].expires_at
         if expires_at is not None and expires_at <= time.time() + 5:
@@ -228,7 +354,9 @@ class KlingSession:
                     self._transport,
                     result.videos[index].url,
                     target,
-                    max_bytes=self.config.max_download_bytes,
+                    max_bytes=config.max_download_bytes,
+                    timeout=config.download_timeout,
+                    read_timeout=config.request_timeout,
                 )
             except ExpiredURLError:
                 if fresh:
@@ -240,4 +368,4 @@ class KlingSession:
 
     async def _fresh_result(self, task_id: str) -> VideoResult:
         logger.info("result URL of %s expired or refused; fetching a fresh one", task_id)
-        return result_of(await self.status(task_id))
+        return result_of(await self._poller.status(task_id))

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Generator, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._exceptions import InvalidResponseError, TaskCancelledError, TaskFailedError, TaskTimeoutError
 from ._models import ErrorInfo, TaskSnapshot, TaskStatus, VideoRequest, VideoResult
-
-if TYPE_CHECKING:
-    from ._session import KlingSession
+from ._poller import Poller
 
 __all__ = ["Task", "result_of"]
 
@@ -32,27 +29,33 @@ class Task:
     """A handle on one generation; many handles on one id share the session's checks.
 
     The id is known the moment the submit returns; ``session.task(id)`` makes a new handle
-    for it later (after a restart). Awaiting waits through the shared poller.
+    for it later (after a restart). Awaiting waits through the session's shared poller.
     """
 
-    __slots__ = ("_session", "id", "request", "snapshot", "submitted_at")
+    __slots__ = ("_poller", "id", "idempotency_key", "request", "snapshot", "submitted_at")
 
     def __init__(
         self,
-        session: KlingSession,
+        poller: Poller,
         task_id: str,
         request: VideoRequest | None = None,
-        snapshot: TaskSnapshot | None = None,
+        *,
+        submitted_at: float | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
-        self._session = session
+        self._poller = poller
         self.id = task_id
-        #: The request this handle submitted (None for a re-attached handle).
+        #: The request this handle submitted, local images replaced by their uploaded
+        #: URLs (None for a re-attached handle).
         self.request = request
+        #: The key its submit carried: submitting the same request with it again returns
+        #: this task instead of a new one (None for a re-attached handle).
+        self.idempotency_key = idempotency_key
         #: The latest status seen through this handle (None before the first check).
-        self.snapshot = snapshot
-        #: Wall time of the submit, if this handle made it: the schedule aims from it even
-        #: when the wait starts long after the submit.
-        self.submitted_at = time.time() if request is not None else None
+        self.snapshot: TaskSnapshot | None = None
+        #: When the submit went out (the event loop's clock): the schedule times the task
+        #: from it, even when the wait starts long after (None for a re-attached handle).
+        self.submitted_at = submitted_at
 
     def __repr__(self) -> str:
         status = self.snapshot.status.value if self.snapshot else "unchecked"
@@ -84,8 +87,7 @@ class Task:
         if self.done:
             assert self.snapshot is not None
             return result_of(self.snapshot)
-        poller = self._session._live_poller()
-        future = poller.wait(self.id, self._kind, self.submitted_at)
+        future = self._poller.wait(self.id, self._kind, self.submitted_at)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -95,7 +97,7 @@ class Task:
                 raise TaskTimeoutError(self.id, timeout or 0.0) from None
             raise
         finally:
-            poller.release(self.id, future)
+            self._poller.release(self.id, future)
             if future.done() and not future.cancelled():
                 future.exception()  # mark retrieved even if our waiter was cancelled
             else:
@@ -108,8 +110,7 @@ class Task:
             assert self.snapshot is not None
             yield self.snapshot
             return
-        poller = self._session._live_poller()
-        queue = poller.updates(self.id, self._kind, self.submitted_at)
+        queue = self._poller.updates(self.id, self._kind, self.submitted_at)
         try:
             while True:
                 item = await queue.get()
@@ -120,9 +121,10 @@ class Task:
                 if item.status.is_terminal:
                     return
         finally:
-            poller.release(self.id, queue)
+            self._poller.release(self.id, queue)
 
     async def refresh(self) -> TaskSnapshot:
-        """Fetch the status now (one GET, retried on transient errors), outside the poller."""
-        self.snapshot = await self._session.status(self.id)
+        """Fetch the status now (one GET, within the session's rate cap), retried on
+        transient errors."""
+        self.snapshot = await self._poller.status(self.id)
         return self.snapshot

@@ -1,220 +1,253 @@
-"""HTTP on aiohttp: one long-lived ClientSession, per-request auth, one error mapping.
+"""HTTP transports: the protocol the SDK sends through, and its aiohttp implementation.
 
-The API key is added per request, and only to URLs on the API's own origin; downloads and
-anything else never carry it. Every aiohttp and JSON failure leaves this module as one of
-the SDK's own errors (:func:`map_exception`, :func:`error_from_response`).
+A transport moves bytes and nothing else: it never adds credentials (the API client adds
+the key per request, to the API's own origin only), never follows redirects, and maps
+every failure of its HTTP library to a :class:`TransportError` whose ``sent`` says
+whether the request may have reached the server. Decoding answers and mapping HTTP error
+statuses happen above it (``_client``), once, for every transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
-import logging
-import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
-from urllib.parse import quote
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import aiohttp
+import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._config import SessionConfig
 from ._exceptions import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
-    InsufficientCreditsError,
     InvalidResponseError,
     KlingError,
     NetworkError,
-    RateLimitError,
     RequestTimeoutError,
-    ServerError,
-    TaskNotFoundError,
+    SessionClosedError,
+    TransportError,
 )
 
-__all__ = ["Transport", "error_from_response", "map_exception", "parse_retry_after"]
-
-logger = logging.getLogger("kling_async")
-
-MAX_JSON_BYTES = 1024 * 1024  # a status answer is a few hundred bytes; refuse absurd ones
-_STATUS_ERRORS: dict[int, type[APIError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    402: InsufficientCreditsError,
-    403: AuthenticationError,
-    404: TaskNotFoundError,
-    429: RateLimitError,
-}
+__all__ = [
+    "AiohttpTransport",
+    "DownloadStream",
+    "RawResponse",
+    "Transport",
+    "map_exception",
+]
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
+def _headers(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    if isinstance(headers, CIMultiDictProxy):
+        return headers
+    return CIMultiDictProxy(CIMultiDict(headers))
 
 
-def _message(body: Any, fallback: str) -> tuple[Any, str]:
-    if not isinstance(body, Mapping):
-        return None, fallback
-    error = body.get("error")
-    nested = error if isinstance(error, Mapping) else {}
-    message = body.get("message") or body.get("msg") or nested.get("message") or fallback
-    code = body.get("code", nested.get("code"))
-    return code, str(message)[:500]
+@attrs.frozen
+class RawResponse:
+    """An HTTP answer as bytes: the status, case-insensitive headers, the whole body."""
+
+    status: int
+    headers: CIMultiDictProxy[str] = attrs.field(converter=_headers)
+    body: bytes = b""
 
 
-def error_from_response(
-    status: int, body: Any, headers: Mapping[str, str], secret: str = ""
-) -> KlingError:
-    """The SDK error for an HTTP error status (or a 200 whose body ``code`` is not 200)."""
-    code, message = _message(body, f"HTTP {status}")
-    if secret:
-        message = message.replace(secret, "***")
-    if status == 429:
-        return RateLimitError(status, code, message, parse_retry_after(headers.get("Retry-After")))
-    cls = _STATUS_ERRORS.get(status)
-    if cls is None:
-        cls = ServerError if status >= 500 or status == 200 else APIError
-    return cls(status, code, message)
+
+@runtime_checkable
+class DownloadStream(Protocol):
+    """A response being streamed (a result video): status, length, chunks."""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
+
+    @property
+    def content_length(self) -> int | None:
+        """The announced body length, if any."""
+
+    def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        """The body in chunks of at most ``size`` bytes."""
 
 
-def map_exception(exc: BaseException) -> KlingError:
-    """The SDK error for an aiohttp / asyncio / JSON failure."""
+@runtime_checkable
+class Transport(Protocol):
+    """What the SDK needs from an HTTP client. Pass your own as ``KlingSession(transport=)``.
+
+    Implementations raise only :class:`TransportError` subclasses (``sent=False`` when
+    the request surely never left) and :class:`SessionClosedError` after :meth:`close`.
+    """
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+        max_bytes: int,
+    ) -> RawResponse:
+        """One request, the whole answer read (more than ``max_bytes`` is an
+        InvalidResponseError); redirects are answers, not followed."""
+
+    def download(
+        self, url: str, *, timeout: float, read_timeout: float
+    ) -> contextlib.AbstractAsyncContextManager[DownloadStream]:
+        """A streamed GET with no credentials, whatever the host."""
+
+    async def close(self) -> None:
+        """Release connections; later calls raise SessionClosedError."""
+
+
+def map_exception(exc: BaseException, url: str = "") -> KlingError:
+    """The SDK error for an aiohttp / asyncio failure while talking to ``url``."""
     if isinstance(exc, KlingError):
         return exc
+    where = f" to {url}" if url else ""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         # Timed out while connecting: the request was never sent.
-        return NetworkError("timed out connecting", sent=False)
+        return NetworkError(f"timed out connecting{where}", sent=False)
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return RequestTimeoutError("the request timed out")
+        return RequestTimeoutError(f"the request{where} timed out")
     if isinstance(exc, aiohttp.ClientConnectorError):
         # The connection was never made, so the request was never sent.
-        return NetworkError(f"cannot connect: {exc.strerror or type(exc).__name__}", sent=False)
+        reason = exc.strerror or type(exc).__name__
+        return NetworkError(f"cannot connect{where}: {reason}", sent=False)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return TransportError(f"invalid URL{where}", sent=False)
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return NetworkError(f"connection lost mid-response: {type(exc).__name__}")
+        return NetworkError(f"connection{where} lost mid-response: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return NetworkError(f"network error: {type(exc).__name__}")
-    if isinstance(exc, ValueError | UnicodeDecodeError):
-        return InvalidResponseError(f"response is not valid JSON: {type(exc).__name__}")
-    return KlingError(f"unexpected error: {type(exc).__name__}")
+        return NetworkError(f"network error{where}: {type(exc).__name__}")
+    if isinstance(exc, ValueError | TypeError):
+        # aiohttp refuses a malformed request (a header, a URL) before writing it.
+        return TransportError(
+            f"the request{where} was refused before sending: {type(exc).__name__}", sent=False
+        )
+    return KlingError(f"unexpected error{where}: {type(exc).__name__}")
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body, refusing more than MAX_JSON_BYTES (a hostile or broken server)."""
-    if (response.content_length or 0) > MAX_JSON_BYTES:
-        raise InvalidResponseError(f"response larger than {MAX_JSON_BYTES} bytes")
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else "the storage host"
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The whole body, refusing more than ``max_bytes`` (a hostile or broken server)."""
+    if (response.content_length or 0) > max_bytes:
+        raise InvalidResponseError(f"response larger than {max_bytes} bytes")
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise InvalidResponseError(f"response larger than {MAX_JSON_BYTES} bytes")
+        if len(body) > max_bytes:
+            raise InvalidResponseError(f"response larger than {max_bytes} bytes")
     return bytes(body)
 
 
-class Transport:
-    """The session's HTTP client: JSON calls to the API, streamed GETs for downloads.
+@attrs.frozen
+class _AiohttpStream:
+    """A :class:`DownloadStream` over an aiohttp response, with errors mapped."""
+
+    response: aiohttp.ClientResponse
+    url: str
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def content_length(self) -> int | None:
+        return self.response.content_length
+
+    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.content.iter_chunked(size):
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise map_exception(exc, self.url) from exc
+
+
+class AiohttpTransport:
+    """The default transport: one long-lived aiohttp ClientSession.
 
     Requests wait for one of ``limit`` slots *before* aiohttp sees them, so they never
     queue in aiohttp's pool, whose waiting counts against the request timeout: a submit
     that timed out there was never sent, yet would look ambiguous.
     """
 
-    __slots__ = ("_auth", "_config", "_http", "_limit", "_slots")
+    __slots__ = ("_closed", "_http", "_limit", "_slots")
 
-    def __init__(self, config: SessionConfig) -> None:
-        self._config = config
-        self._auth = f"Bearer {config.api_key}"
+    def __init__(self, limit: int = 24) -> None:
         self._http: aiohttp.ClientSession | None = None
-        self._limit = config.poll.max_concurrency + 8
-        self._slots = asyncio.Semaphore(self._limit)
+        self._limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"Transport(base_url={self._config.base_url!r})"
+        return f"AiohttpTransport(limit={self._limit})"
 
-    @property
-    def http(self) -> aiohttp.ClientSession:
+    def _session(self) -> aiohttp.ClientSession:
         """The shared aiohttp session, created on first use inside the running loop."""
+        if self._closed:
+            raise SessionClosedError("the session is closed")
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._http = aiohttp.ClientSession(
-                connector=connector,
-                headers={"User-Agent": "kling-async-python"},
-                json_serialize=json.dumps,
+                connector=connector, headers={"User-Agent": "kling-async-python"}
             )
         return self._http
 
-    async def request_json(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
-    ) -> Any:
-        """One call to the API: auth header, timeout, JSON in and out, errors mapped."""
-        url = self._config.base_url + path
-        headers = {"Authorization": self._auth, "Accept": "application/json"}
-        timeout = aiohttp.ClientTimeout(
-            total=self._config.request_timeout, sock_connect=self._config.request_timeout / 2
-        )
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+        max_bytes: int,
+    ) -> RawResponse:
+        """One request, the whole answer read; errors mapped, redirects not followed."""
+        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout / 2)
         async with self._slots:
+            http = self._session()
             try:
-                async with self.http.request(
-                    method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+                async with http.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=limits,
+                    allow_redirects=False,
                 ) as response:
-                    raw = await _read_capped(response)
-                    status = response.status
-                    response_headers = response.headers
+                    raw = await _read_capped(response, max_bytes)
+                    return RawResponse(response.status, response.headers, raw)
+            except KlingError:
+                raise
             except Exception as exc:
-                raise map_exception(exc) from exc
-        return self._decode(status, raw, response_headers)
-
-    def _decode(self, status: int, raw: bytes, headers: Mapping[str, str]) -> Any:
-        try:
-            payload = json.loads(raw) if raw else None
-        except (ValueError, RecursionError) as exc:
-            if status >= 400:
-                raise error_from_response(status, None, headers) from exc
-            raise InvalidResponseError(f"HTTP {status} body is not JSON") from exc
-        if not 200 <= status < 300:
-            raise error_from_response(status, payload, headers, self._config.api_key)
-        code = payload.get("code") if isinstance(payload, Mapping) else None
-        if code is not None and str(code) != "200":
-            try:
-                code_status = int(code)
-            except (TypeError, ValueError):
-                code_status = 200
-            raise error_from_response(
-                code_status if code_status >= 400 else 200, payload, headers, self._config.api_key
-            )
-        return payload
-
-    def task_path(self, task_id: str) -> str:
-        """The status path of a (validated) task id."""
-        return "/v1/tasks/" + quote(task_id, safe="")
+                raise map_exception(exc, url) from exc
 
     @contextlib.asynccontextmanager
-    async def open_download(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A streamed GET of a result URL; it never carries the API key, whatever the host."""
-        timeout = aiohttp.ClientTimeout(
-            total=self._config.download_timeout,
-            sock_connect=self._config.request_timeout / 2,
-            sock_read=self._config.request_timeout,
+    async def download(
+        self, url: str, *, timeout: float, read_timeout: float
+    ) -> AsyncIterator[DownloadStream]:
+        """A streamed GET of ``url`` that never carries the API key."""
+        limits = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=read_timeout / 2, sock_read=read_timeout
         )
-        async with self._slots, self.http.get(url, timeout=timeout) as response:
-            yield response
+        where = _origin(url)  # a signed URL's path and query stay out of messages
+        async with self._slots:
+            http = self._session()
+            try:
+                response = await http.get(url, timeout=limits)
+            except Exception as exc:
+                raise map_exception(exc, where) from exc
+            async with response:
+                yield _AiohttpStream(response, where)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; later requests raise SessionClosedError."""
+        self._closed = True
         if self._http is not None:
             http, self._http = self._http, None
             await http.close()

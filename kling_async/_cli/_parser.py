@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
-from .._models import ASPECT_RATIOS, DURATIONS, MODES
+from .._models import ASPECT_RATIOS, MAX_DURATION, MIN_DURATION, MODES
 from ._options import DEFAULT_EMULATOR_TIME_SCALE, PROG
 
 __all__ = ["build_parser"]
@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="what the video shows")
     gen.add_argument("--model", default="kling-v3", help="model name (default %(default)s)")
     gen.add_argument("--mode", choices=MODES, default="std", help="std = 720p, pro = 1080p")
-    gen.add_argument("--duration", type=int, choices=DURATIONS, default=5, help="seconds")
+    gen.add_argument(
+        "--duration",
+        type=int,
+        choices=range(MIN_DURATION, MAX_DURATION + 1),
+        default=5,
+        metavar="SECONDS",
+        help=f"whole seconds, {MIN_DURATION}-{MAX_DURATION} (image-to-video and pro: at most 10)",
+    )
     gen.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="16:9")
     gen.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
     gen.add_argument(

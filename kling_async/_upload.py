@@ -1,0 +1,104 @@
+"""Uploading local images, so image-to-video requests can name a file instead of a URL.
+
+``POST /v1/uploads/images`` takes one multipart ``file`` field and answers with a URL
+valid for 72 hours. The image type is read from the bytes before anything is sent (JPEG,
+PNG, GIF or WebP; anything else is refused naming the file). An upload has no idempotency
+key, so it is retried only when it surely never reached the server; otherwise the error
+says so, and a 413 says the image is too large and how large it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import aiohttp
+
+from ._client import ApiClient
+from ._config import RetryPolicy
+from ._convert import parse_upload
+from ._exceptions import ImageTooLargeError, RequestValidationError, TransportError
+from ._retry import retrying, surely_not_received
+
+__all__ = ["UPLOAD_PATH", "image_type", "read_image", "upload_image"]
+
+UPLOAD_PATH = "/v1/uploads/images"
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def image_type(head: bytes) -> str | None:
+    """The MIME type of an image from its first bytes, if it is JPEG, PNG, GIF or WebP."""
+    for signature, mime in _SIGNATURES:
+        if head.startswith(signature):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+async def read_image(path: Path, field: str) -> tuple[bytes, str]:
+    """The bytes and MIME type of a local image; RequestValidationError naming ``field``
+    and the file if it cannot be read or is not an image the API takes."""
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        raise RequestValidationError(
+            field, f"cannot read the image: {exc.strerror or exc}", str(path)
+        ) from exc
+    mime = image_type(data[:16])
+    if mime is None:
+        raise RequestValidationError(
+            field, "not a JPEG, PNG, GIF or WebP image (judged by its bytes)", str(path)
+        )
+    return data, mime
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024**2:.1f} MB" if count >= 1024**2 else f"{count / 1024:.0f} KB"
+
+
+async def upload_image(
+    client: ApiClient,
+    policy: RetryPolicy,
+    path: str | os.PathLike[str],
+    *,
+    field: str = "path",
+    image: tuple[bytes, str] | None = None,
+) -> str:
+    """Upload one local image; return the URL to use in ``image_urls``."""
+    path = Path(path)
+    data, mime = image if image is not None else await read_image(path, field)
+    form = aiohttp.MultipartWriter("form-data")
+    part = form.append(data, {"Content-Type": mime})
+    part.set_content_disposition("form-data", name="file", filename=path.name)
+    body = await form.as_bytes()
+
+    @retrying(policy, lambda exc: isinstance(exc, TransportError) and not exc.sent)
+    async def send() -> str:
+        reply = await client.call(
+            "POST", UPLOAD_PATH, body=body, content_type=form.content_type, paid=True
+        )
+        return parse_upload(reply.payload)
+
+    try:
+        return await send()
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(
+            exc.status,
+            exc.code,
+            f"image too large: {path.name} is {_size(len(data))} ({len(data)} bytes)",
+            request_id=exc.request_id,
+        ) from exc
+    except TransportError as exc:
+        if surely_not_received(exc):
+            raise
+        raise type(exc)(
+            f"{exc}; the upload of {path.name} may or may not have been stored, and is not "
+            "retried (uploads have no idempotency key)"
+        ) from exc
