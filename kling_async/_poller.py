@@ -1,18 +1,22 @@
 """The shared poller: one driver task per session checks every task in flight.
 
-A heap of ``(due, seq, task_id)`` says who is checked next (stale items are skipped
-lazily); one entry per task id serves every handle and waiter on it; each wake-up sends
-the status requests that are due, bounded by ``max_concurrency`` in flight and by the
-session-wide :class:`RateLimiter`. Due checks wait in a second heap ordered by how likely
-each task is done, so when the rate budget binds it goes to those first. A 429 pauses
-every check for the server's Retry-After; a 5xx or timeout reschedules only that task;
-401/403 fail every waiter at once.
+It sends, routes and limits; when to check a task is the :class:`Forecaster`'s call.
 
-While no estimate is known for a kind of request, one task of that kind checks early to
-learn it and the others of that kind wait; when it arrives they are all rescheduled to
-aim at their own finish. Completed tasks teach the :class:`SpreadModel` in the order
-they were registered, so a batch's fast finishers do not make it believe every task is
-fast while the slow ones still run.
+* **Sends**: a heap of ``(due, seq, task_id)`` says who is checked next (stale items are
+  skipped lazily); each wake-up starts the checks that are due, bounded by
+  ``max_concurrency`` in flight and by the session-wide :class:`RateLimiter`. Due checks
+  wait in a second heap ordered by how likely each task is done, so when the rate budget
+  binds it goes to those first. ``fetch`` (``status()``, ``refresh()``) rides the same
+  heap, ahead of the rest, so it obeys the same cap and pauses.
+* **Routes**: one :class:`_Watch` per task id serves every handle, waiter, update queue
+  and fetch on it; answers go to the watch registered *now* for that id, so a wait that
+  timed out and came back never loses its check.
+* **Limits**: a 429 pauses every check for the server's ``Retry-After`` (never less, never
+  longer than ``RetryPolicy.max_retry_after``: a server asking for more fails that task's
+  waiters with the 429) and cuts the rate once per episode; a 5xx, timeout or reset
+  reschedules only that task with backoff; an answer that stays unreadable for
+  ``max_attempts`` checks fails that task; a 401 fails every waiter of the session, any
+  other refusal (403, 404, ...) only that task's.
 """
 
 from __future__ import annotations
@@ -21,70 +25,90 @@ import asyncio
 import heapq
 import itertools
 import logging
-import math
-import random
-import time
 from collections.abc import Hashable
-from typing import Any
+from urllib.parse import quote
 
-from ._config import PollPolicy
+import attrs
+
+from ._client import ApiClient
+from ._config import PollPolicy, RetryPolicy
 from ._convert import parse_snapshot
 from ._exceptions import (
     APIError,
-    AuthenticationError,
+    InvalidResponseError,
     KlingError,
     RateLimitError,
     SessionClosedError,
 )
+from ._forecast import Forecaster, TaskForecast
 from ._models import TaskSnapshot
 from ._ratelimit import RateLimiter
-from ._retry import TRANSIENT, full_jitter_delay
-from ._schedule import Progress, SpreadModel, plan_check
-from ._transport import Transport
+from ._retry import full_jitter_delay, is_transient
+from ._schedule import Plan
 
-__all__ = ["Poller"]
+__all__ = ["PollStats", "Poller", "task_path"]
 
 logger = logging.getLogger("kling_async")
 
-MAX_PENDING_LESSONS = 10_000
 PRIORITY_HORIZON = 0.1
 """A check sure to find its task done jumps ahead of unsure ones due up to this fraction
 of the estimate earlier (when the rate budget binds); a likelier one ahead of a less likely."""
+FETCH_PRIORITY = 1e9
+"""A fetch (someone asked for the status now) goes before every planned check."""
+
+Listener = asyncio.Future[TaskSnapshot] | asyncio.Queue[TaskSnapshot | BaseException]
 
 
-class _Entry:
+def task_path(task_id: str) -> str:
+    """The status path of a (validated) task id."""
+    return "/v1/tasks/" + quote(task_id, safe="")
+
+
+@attrs.frozen
+class PollStats:
+    """A look at a session's poller: tasks watched, requests sent, the rate now."""
+
+    tasks: int
+    """Task ids someone is waiting on (each checked once per round, however many wait)."""
+    status_requests: int
+    """Status requests sent since the session opened."""
+    rate: float
+    """Status requests per second allowed now (below the cap for a while after a 429)."""
+    paused_for: float
+    """Seconds until checks resume after a 429 (0 when not paused)."""
+
+
+class _Watch:
     """Everything the poller keeps about one task id (slotted: thousands live at once)."""
 
     __slots__ = (
         "boost",
-        "created",
-        "estimate",
         "failures",
+        "fetches",
+        "forecast",
         "futures",
-        "kind",
-        "origin",
-        "polls",
-        "progress",
         "queues",
         "seq",
         "snapshot",
         "task_id",
+        "unreadable",
     )
 
-    def __init__(self, task_id: str, kind: Hashable | None, created: float) -> None:
+    def __init__(self, task_id: str, forecast: TaskForecast) -> None:
         self.task_id = task_id
-        self.kind = kind
-        self.created = created  # when it was registered (wall time)
-        self.origin: float | None = None  # when the server says it was created
-        self.estimate: float | None = None
+        self.forecast = forecast
         self.futures: list[asyncio.Future[TaskSnapshot]] = []
         self.queues: list[asyncio.Queue[TaskSnapshot | BaseException]] = []
+        self.fetches: list[asyncio.Future[TaskSnapshot]] = []
         self.snapshot: TaskSnapshot | None = None  # the last one, kept for update queues only
-        self.progress = Progress()
-        self.polls = 0
-        self.failures = 0
+        self.failures = 0  # transient failures in a row
+        self.unreadable = 0  # unreadable answers in a row
         self.seq = -1  # the heap item that is current; -1 while a check is in flight
         self.boost = 0.0  # seconds a due check jumps the queue by: the likelier done, the more
+
+    @property
+    def idle(self) -> bool:
+        return not (self.futures or self.queues or self.fetches)
 
 
 class Poller:
@@ -92,17 +116,17 @@ class Poller:
 
     def __init__(
         self,
-        transport: Transport,
+        client: ApiClient,
         policy: PollPolicy,
-        *,
-        model: SpreadModel | None = None,
-        rng: random.Random | None = None,
+        retry: RetryPolicy,
+        forecaster: Forecaster,
     ) -> None:
-        self._transport = transport
+        self._client = client
         self._policy = policy
-        self.model = model or SpreadModel()
-        self._rng = rng or random.Random()
-        self._entries: dict[str, _Entry] = {}
+        self._retry = retry
+        self.forecaster = forecaster
+        self._entries: dict[str, _Watch] = {}
+        self._in_flight: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
         self._ready: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -112,96 +136,123 @@ class Poller:
         self._driver: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._learning: dict[Hashable, list[_Entry]] = {}
-        self._watched: list[tuple[float, str]] = []
-        self._lessons: list[tuple[float, float, float]] = []
         self.requests_sent = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __repr__(self) -> str:
+        return f"<Poller {len(self._entries)} tasks, {self.requests_sent} requests>"
+
+    def stats(self) -> PollStats:
+        """Counters and the rate now."""
+        now = asyncio.get_running_loop().time()
+        return PollStats(
+            tasks=len(self._entries),
+            status_requests=self.requests_sent,
+            rate=self._limiter.rate(now),
+            paused_for=max(0.0, self._paused_until - now),
+        )
+
     # -- subscriptions -------------------------------------------------------------------
 
     def wait(
-        self, task_id: str, kind: Hashable | None = None, created: float | None = None
+        self, task_id: str, kind: Hashable | None = None, submitted: float | None = None
     ) -> asyncio.Future[TaskSnapshot]:
         """A future resolved with the task's terminal snapshot (or failed with an error)."""
-        entry = self._entry(task_id, kind, created)
         future: asyncio.Future[TaskSnapshot] = asyncio.get_running_loop().create_future()
-        entry.futures.append(future)
+        self._watch(task_id, kind, submitted).futures.append(future)
         return future
 
     def updates(
-        self, task_id: str, kind: Hashable | None = None, created: float | None = None
+        self, task_id: str, kind: Hashable | None = None, submitted: float | None = None
     ) -> asyncio.Queue[TaskSnapshot | BaseException]:
         """A queue fed with every new snapshot until a terminal one (or an error)."""
-        entry = self._entry(task_id, kind, created)
         queue: asyncio.Queue[TaskSnapshot | BaseException] = asyncio.Queue()
-        entry.queues.append(queue)
+        self._watch(task_id, kind, submitted).queues.append(queue)
         return queue
 
-    def release(self, task_id: str, listener: Any) -> None:
-        """Forget a listener; a task nobody listens to any more is no longer checked."""
-        entry = self._entries.get(task_id)
-        if entry is None:
-            return
-        if listener in entry.futures:
-            entry.futures.remove(listener)
-        elif listener in entry.queues:
-            entry.queues.remove(listener)
-        if not entry.futures and not entry.queues:
-            del self._entries[task_id]  # its heap item is skipped lazily
+    def fetch(self, task_id: str) -> asyncio.Future[TaskSnapshot]:
+        """A future resolved with the next answer about the task, whatever its status.
 
-    def _entry(self, task_id: str, kind: Hashable | None, created: float | None = None) -> _Entry:
-        """The task's entry, registered on first use; ``created`` is when it was submitted."""
+        The check is sent at once, ahead of planned ones, within the rate cap and any
+        429 pause; transient failures are retried per the retry policy.
+        """
+        future: asyncio.Future[TaskSnapshot] = asyncio.get_running_loop().create_future()
+        watch = self._watch(task_id, None, None)
+        watch.fetches.append(future)
+        if watch.seq != -1:  # not in flight: make it due now, ahead of everyone
+            self._schedule(watch, 0.0, FETCH_PRIORITY)
+        return future
+
+    async def status(self, task_id: str) -> TaskSnapshot:
+        """The next answer about the task (see :meth:`fetch`); cancelling stops waiting."""
+        future = self.fetch(task_id)
+        try:
+            return await future
+        finally:
+            if not future.done():
+                future.cancel()
+            self.release(task_id, future)
+
+    def release(self, task_id: str, listener: Listener) -> None:
+        """Forget a listener; a task nobody listens to any more is no longer checked."""
+        watch = self._entries.get(task_id)
+        if watch is None:
+            return
+        for listeners in (watch.futures, watch.queues, watch.fetches):
+            if listener in listeners:
+                listeners.remove(listener)  # type: ignore[arg-type]
+                break
+        if watch.idle:
+            self._drop(watch)
+
+    def _watch(self, task_id: str, kind: Hashable | None, submitted: float | None) -> _Watch:
+        """The task's watch, registered on first use; ``submitted`` is the local time of
+        its submit (None for a re-attached task)."""
         if self._closed:
             raise SessionClosedError("the session is closed")
-        entry = self._entries.get(task_id)
-        if entry is None:
-            entry = self._entries[task_id] = _Entry(
-                task_id, kind, created if created is not None else time.time()
-            )
-            heapq.heappush(self._watched, (entry.created, task_id))
-            self._schedule_first(entry)
+        watch = self._entries.get(task_id)
+        if watch is None:
+            forecast = self.forecaster.track(task_id, kind, submitted)
+            watch = self._entries[task_id] = _Watch(task_id, forecast)
+            if task_id not in self._in_flight:  # else the answer on its way comes here
+                if self.forecaster.needs_learner(forecast):
+                    policy = self._policy
+                    self._schedule(watch, min(policy.max_interval, 4 * policy.min_interval))
+                else:
+                    self._schedule(watch)
             self._ensure_driver()
-        return entry
+        return watch
+
+    def _drop(self, watch: _Watch, finished: bool = False) -> None:
+        """Stop watching (only this registration: a newer one for the id stays)."""
+        if self._entries.get(watch.task_id) is watch:
+            del self._entries[watch.task_id]  # its heap item is skipped lazily
+            if not finished:
+                self.forecaster.forget(watch.forecast)
 
     # -- scheduling ----------------------------------------------------------------------
 
-    def _schedule_first(self, entry: _Entry) -> None:
-        """Aim at the finish if the kind's estimate is known; else let one task learn it."""
-        kind = entry.kind
-        if kind is None or self.model.estimate_for(kind) is not None:
-            self._schedule(entry)
-        elif kind not in self._learning:
-            self._learning[kind] = []  # this task's first check learns the estimate
-            self._schedule(entry)
-        else:
-            self._learning[kind].append(entry)  # checked on its own only if none arrives
-            policy = self._policy
-            self._schedule(entry, min(policy.max_interval, 4 * policy.min_interval))
-
-    def _schedule(self, entry: _Entry, delay: float | None = None) -> None:
+    def _schedule(self, watch: _Watch, delay: float | None = None, boost: float = 0.0) -> None:
+        """Put the watch's next check ``delay`` seconds from now, or where its plan says."""
         if delay is None:
-            estimate = entry.estimate or self.model.estimate_for(entry.kind)
-            plan = plan_check(
-                now=time.time(),
-                policy=self._policy,
-                model=self.model,
-                polls=entry.polls,
-                created=entry.origin or entry.created,
-                estimate=estimate,
-                progress=entry.progress,
-                rng=self._rng,
-            )
-            delay = plan.delay
-            entry.boost = PRIORITY_HORIZON * (estimate or 0.0) * plan.likelihood
-        loop = asyncio.get_running_loop()
-        entry.seq = next(self._seq)
-        due = loop.time() + delay
+            now = asyncio.get_running_loop().time()
+            self._place(watch, self.forecaster.plan(watch.forecast, now))
+        else:
+            self._push(watch, delay, boost)
+
+    def _place(self, watch: _Watch, plan: Plan) -> None:
+        unit = self.forecaster.belief_unit(watch.forecast)
+        self._push(watch, plan.delay, PRIORITY_HORIZON * unit * plan.likelihood)
+
+    def _push(self, watch: _Watch, delay: float, boost: float) -> None:
+        watch.boost = boost
+        watch.seq = next(self._seq)
+        due = asyncio.get_running_loop().time() + delay
         if not self._heap or due < self._heap[0][0]:
             self._wake.set()
-        heapq.heappush(self._heap, (due, entry.seq, entry.task_id))
+        heapq.heappush(self._heap, (due, watch.seq, watch.task_id))
 
     def _ensure_driver(self) -> None:
         if self._driver is None or self._driver.done():
@@ -223,19 +274,28 @@ class Poller:
                 except TimeoutError:
                     pass
 
-    def _current(self, seq: int, task_id: str) -> _Entry | None:
-        """The entry a heap item stands for, or None if the item is stale."""
-        entry = self._entries.get(task_id)
-        return entry if entry is not None and entry.seq == seq else None
+    def _current(self, seq: int, task_id: str) -> _Watch | None:
+        """The watch a heap item stands for, or None if the item is stale."""
+        watch = self._entries.get(task_id)
+        return watch if watch is not None and watch.seq == seq else None
 
     def _collect_due(self, now: float) -> None:
-        """Move every due item to the ready heap, the likeliest-done first."""
-        heap, ready = self._heap, self._ready
+        """Move every due item to the ready heap, the likeliest-done first. A check
+        planned before the forecaster learned something new is planned again, and put
+        off if it now belongs later."""
+        heap, ready, forecaster = self._heap, self._ready, self.forecaster
         while heap and heap[0][0] <= now:
             due, seq, task_id = heapq.heappop(heap)
-            entry = self._current(seq, task_id)
-            if entry is not None:
-                heapq.heappush(ready, (due - entry.boost, seq, task_id))
+            watch = self._current(seq, task_id)
+            if watch is None:
+                continue
+            if not watch.fetches:
+                later = forecaster.postpone(watch.forecast, now, self._policy.min_interval / 4)
+                if later is not None:
+                    self._push(watch, later - now, watch.boost)
+                    continue
+            heapq.heappush(ready, (due - watch.boost, seq, task_id))
+
 
     def _launch_due(self, loop: asyncio.AbstractEventLoop) -> float | None:
         """Start every check that is due and allowed; return how long until the next one."""
@@ -246,8 +306,8 @@ class Poller:
         ready = self._ready
         while ready:
             _, seq, task_id = ready[0]
-            entry = self._current(seq, task_id)
-            if entry is None:
+            watch = self._current(seq, task_id)
+            if watch is None:
                 heapq.heappop(ready)
                 continue
             if len(self._checks) >= self._policy.max_concurrency:
@@ -256,8 +316,9 @@ class Poller:
             if wait > 0:
                 return wait
             heapq.heappop(ready)
-            entry.seq = -1
-            check = loop.create_task(self._check(entry))
+            watch.seq = -1
+            self._in_flight.add(task_id)
+            check = loop.create_task(self._check(task_id))
             self._checks.add(check)
             check.add_done_callback(self._check_done)
         return self._next_due(now)
@@ -274,119 +335,147 @@ class Poller:
 
     # -- one status check ----------------------------------------------------------------
 
-    async def _check(self, entry: _Entry) -> None:
-        self.requests_sent += 1
-        entry.polls += 1
-        sent = time.time()
-        try:
-            payload = await self._transport.request_json(
-                "GET", self._transport.task_path(entry.task_id)
-            )
-            snapshot = parse_snapshot(payload)
-        except RateLimitError as exc:
-            self._on_rate_limited(entry, exc)
-        except TRANSIENT as exc:
-            entry.failures += 1
-            delay = full_jitter_delay(
-                entry.failures, self._policy.min_interval, self._policy.max_interval, self._rng
-            )
-            logger.info(
-                "status check of %s failed (%s); retry in %.2fs",
-                entry.task_id,
-                type(exc).__name__,
-                delay,
-            )
-            self._reschedule(entry, max(delay, self._policy.min_interval))
-        except AuthenticationError as exc:
-            logger.error("status checks refused (%s); failing every waiter", exc.status)
-            for other in list(self._entries.values()):
-                self._fail(other, exc)
-        except APIError as exc:
-            self._fail(entry, exc)
-        except Exception as exc:  # a bug must not kill the poller or strand waiters
-            logger.exception("unexpected error checking %s", entry.task_id)
-            self._fail(entry, KlingError(f"unexpected error: {type(exc).__name__}: {exc}"))
-        else:
-            self._limiter.speed_up()
-            entry.failures = 0
-            self._deliver(entry, snapshot, (sent + time.time()) / 2)
-
-    def _on_rate_limited(self, entry: _Entry, exc: RateLimitError) -> None:
+    async def _check(self, task_id: str) -> None:
         loop = asyncio.get_running_loop()
+        self.requests_sent += 1
+        sent = loop.time()
+        outcome: TaskSnapshot | BaseException
+        try:
+            reply = await self._client.call("GET", task_path(task_id))
+            outcome = parse_snapshot(reply.payload, task_id)
+        except Exception as exc:
+            outcome = exc
+        finally:
+            self._in_flight.discard(task_id)
+        watch = self._entries.get(task_id)  # the registration now, which may be newer
+        if watch is None:
+            return
+        try:
+            self._settle(watch, outcome, sent, loop.time())
+        except Exception as exc:  # a bug must not kill the poller or strand waiters
+            logger.exception("unexpected error handling the status of %s", task_id)
+            self._fail(watch, KlingError(f"unexpected error: {type(exc).__name__}"))
+
+    def _settle(
+        self, watch: _Watch, outcome: TaskSnapshot | BaseException, sent: float, received: float
+    ) -> None:
+        """Route one answer (or failure) of a status check: the one place that decides."""
+        if isinstance(outcome, TaskSnapshot):
+            watch.failures = watch.unreadable = 0
+            self._limiter.relieved(sent)
+            self._deliver(watch, outcome, sent, received)
+        elif isinstance(outcome, RateLimitError):
+            self._on_rate_limited(watch, outcome, sent, received)
+        elif isinstance(outcome, APIError) and outcome.status == 401:
+            logger.error("status checks refused (401); failing every waiter")
+            for other in list(self._entries.values()):
+                self._fail(other, outcome)
+        elif is_transient(outcome):
+            self._on_transient(watch, outcome)
+        elif isinstance(outcome, KlingError):  # 403, 404, ...: this task only
+            self._fail(watch, outcome)
+        else:
+            logger.error("unexpected %s checking %s", type(outcome).__name__, watch.task_id)
+            self._fail(watch, KlingError(f"unexpected error: {type(outcome).__name__}"))
+
+    def _on_transient(self, watch: _Watch, exc: BaseException) -> None:
+        watch.failures += 1
+        attempts = self._retry.max_attempts
+        if isinstance(exc, InvalidResponseError):
+            watch.unreadable += 1
+            if watch.unreadable >= attempts:
+                logger.warning(
+                    "status of %s unreadable %d times in a row: failing it",
+                    watch.task_id,
+                    watch.unreadable,
+                )
+                self._fail(watch, exc)
+                return
+        if watch.failures >= attempts:
+            self._resolve_fetches(watch, exc)  # status() gives up as a retried GET would
+        policy = self._policy
+        delay = full_jitter_delay(watch.failures, policy.min_interval, policy.max_interval)
+        logger.info(
+            "status check of %s failed (%s); retry in %.2fs",
+            watch.task_id,
+            type(exc).__name__,
+            delay,
+        )
+        self._schedule(watch, max(delay, policy.min_interval))
+
+    def _on_rate_limited(
+        self, watch: _Watch, exc: RateLimitError, sent: float, received: float
+    ) -> None:
         wait = exc.retry_after
         if wait is None:
-            wait = full_jitter_delay(3, self._policy.min_interval, self._policy.max_interval)
-        self._paused_until = max(self._paused_until, loop.time() + wait)
-        self._limiter.slow_down()
-        logger.warning("rate limited: pausing status checks for %.2fs", wait)
-        self._reschedule(entry, wait)
+            policy = self._policy
+            wait = max(policy.min_interval, full_jitter_delay(3, policy.min_interval, 60.0))
+        watch.failures += 1
+        if watch.failures >= self._retry.max_attempts:
+            self._resolve_fetches(watch, exc)  # status() gives up as a retried GET would
+        limit = self._retry.max_retry_after
+        if wait > limit:
 
-    def _reschedule(self, entry: _Entry, delay: float | None) -> None:
-        if self._entries.get(entry.task_id) is entry:
-            self._schedule(entry, delay)
+            # Waiting less than the server asked would be ignoring it; waiting longer than
+            # the policy allows would freeze the session: this task's waiters get the 429.
+            logger.warning(
+                "rate limited for %.3g s, over max_retry_after=%g: failing %s",
+                wait,
+                limit,
+                watch.task_id,
+            )
+            self._fail(watch, exc)
+            wait = limit
+        else:
+            self._schedule(watch, wait)
+        self._paused_until = max(self._paused_until, received + wait)
+        if self._limiter.congested(received):
 
-    def _deliver(self, entry: _Entry, snapshot: TaskSnapshot, seen: float) -> None:
-        """Hand a snapshot (read at wall time ``seen``) to listeners, then learn or go on."""
-        entry.progress.observe(seen, snapshot.progress)
-        if snapshot.created:
-            entry.origin = snapshot.created
-        if snapshot.estimated_time:
-            entry.estimate = snapshot.estimated_time
-            self.model.remember_estimate(entry.kind, snapshot.estimated_time)
-        if entry.queues:
-            if entry.snapshot is None or entry.snapshot != snapshot:
-                for queue in entry.queues:
+            logger.warning("rate limited: pausing status checks for %.2fs", wait)
+
+    def _deliver(
+        self, watch: _Watch, snapshot: TaskSnapshot, sent: float, received: float
+    ) -> None:
+        """Hand a snapshot to listeners, then learn and go on (or end)."""
+        woken = self.forecaster.observe(watch.forecast, snapshot, sent, received)
+        self._resolve_fetches(watch, snapshot)
+        if watch.queues:
+            if watch.snapshot is None or watch.snapshot != snapshot:
+                for queue in watch.queues:
                     queue.put_nowait(snapshot)
-            entry.snapshot = snapshot
+            watch.snapshot = snapshot
         if snapshot.status.is_terminal:
-            self._learn(entry, snapshot)
-            for future in entry.futures:
+            for future in watch.futures:
                 if not future.done():
                     future.set_result(snapshot)
-            self._entries.pop(entry.task_id, None)
+            self._drop(watch, finished=True)
+        elif watch.idle:
+            self._drop(watch)  # only a fetch wanted it
         else:
-            self._reschedule(entry, None)
-        waiting = self._learning.pop(entry.kind, None) if snapshot.estimated_time else None
-        for other in waiting or ():
-            if other.polls == 0 and other.seq != -1:
-                self._reschedule(other, None)
+            self._schedule(watch)
+        for forecast in woken:
+            other = self._entries.get(forecast.task_id)
+            if other is not None and other.forecast is forecast and other.seq != -1:
+                self._schedule(other)
 
-    def _learn(self, entry: _Entry, snapshot: TaskSnapshot) -> None:
-        """Queue what a completed task teaches; apply lessons in registration order."""
-        estimate = snapshot.estimated_time or entry.estimate
-        actual = snapshot.actual_time
-        if actual is None and snapshot.completed and snapshot.created:
-            actual = snapshot.completed - snapshot.created
-        if estimate and actual and snapshot.status == "completed":
-            heapq.heappush(self._lessons, (entry.created, estimate, actual))
-        self._apply_lessons(entry.task_id)
+    def _resolve_fetches(self, watch: _Watch, result: TaskSnapshot | BaseException) -> None:
+        fetches, watch.fetches = watch.fetches, []
+        for future in fetches:
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
-    def _apply_lessons(self, finished: str) -> None:
-        """Teach the model every lesson no task registered earlier is still running for:
-        a batch then teaches its slow tasks along with its fast ones, not only the fast.
-        A task that hangs for good holds back at most ``MAX_PENDING_LESSONS`` lessons."""
-        watched, lessons, entries = self._watched, self._lessons, self._entries
-        while watched:
-            created, task_id = watched[0]
-            entry = entries.get(task_id)
-            if task_id != finished and entry is not None and entry.created == created:
-                break
-            heapq.heappop(watched)
-        if len(watched) > 2 * len(entries) + 1000:  # drop what finished behind the oldest
-            watched[:] = [(e.created, e.task_id) for e in entries.values()]
-            heapq.heapify(watched)
-        oldest = watched[0][0] if watched else math.inf
-        while lessons and (lessons[0][0] <= oldest or len(lessons) > MAX_PENDING_LESSONS):
-            _, estimate, actual = heapq.heappop(lessons)
-            self.model.observe(estimate, actual)
-
-    def _fail(self, entry: _Entry, exc: BaseException) -> None:
-        for future in entry.futures:
+    def _fail(self, watch: _Watch, exc: BaseException) -> None:
+        for future in watch.futures:
             if not future.done():
                 future.set_exception(exc)
-        for queue in entry.queues:
+        for queue in watch.queues:
             queue.put_nowait(exc)
-        self._entries.pop(entry.task_id, None)
+        self._resolve_fetches(watch, exc)
+        self._drop(watch)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -400,7 +489,7 @@ class Poller:
             await asyncio.gather(*pending, return_exceptions=True)
         self._driver = None
         closed = SessionClosedError("the session was closed while waiting")
-        for entry in list(self._entries.values()):
-            self._fail(entry, closed)
+        for watch in list(self._entries.values()):
+            self._fail(watch, closed)
         self._heap.clear()
         self._ready.clear()
