@@ -293,7 +293,7 @@ async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
-        ({"prompt": "a cat", "duration": 7}, ["body", "duration"]),
+        ({"prompt": "a cat", "duration": 16}, ["body", "duration"]),
         ({"prompt": "a cat", "mode": "pro", "duration": 15}, ["body", "duration"]),
         ({"prompt": "  "}, ["body", "prompt"]),
         (
@@ -326,12 +326,24 @@ async def test_result_timeout_is_validated(client: httpx.AsyncClient, timeout: s
 async def test_uncertain_submission_is_a_502_saying_so(
     client: httpx.AsyncClient, kling_emulator: Emulator
 ) -> None:
-    """A 5xx answering a submit is 502 'submission_uncertain', and the SDK did not resubmit."""
-    server_error(kling_emulator, status=503, route="submit")
+    """A submit answered 5xx on every attempt is 502 'submission_uncertain'."""
+    server_error(kling_emulator, status=503, route="submit", times=FAST_RETRY.max_attempts)
     response = await client.post("/videos", json={"prompt": "a storm"})
     assert response.status_code == 502
     assert response.json()["error"] == "submission_uncertain"
-    assert kling_emulator.stats.submit_requests == 1
+    assert kling_emulator.stats.submit_requests == FAST_RETRY.max_attempts
+    assert kling_emulator.stats.submissions == 0
+
+
+async def test_one_5xx_on_submit_is_retried_to_a_202(
+    client: httpx.AsyncClient, kling_emulator: Emulator
+) -> None:
+    """A submit answered 5xx once is retried (same idempotency key) and accepted."""
+    server_error(kling_emulator, status=503, route="submit")
+    response = await client.post("/videos", json={"prompt": "a passing storm"})
+    assert response.status_code == 202
+    assert kling_emulator.stats.submit_requests == 2
+    assert kling_emulator.stats.submissions == 1
 
 
 @pytest.mark.parametrize(
@@ -397,7 +409,7 @@ async def test_abandoned_stream_releases_the_poller(kling_emulator: Emulator) ->
         (BadRequestError(400, 400, "bad"), 422),
         (AuthenticationError(401, 401, "who"), 502),
         (InsufficientCreditsError(402, 402, "broke"), 503),
-        (SubmissionUncertainError(None, ServerError(500, 500, "x")), 502),
+        (SubmissionUncertainError(None, ServerError(500, 500, "x"), "key-1"), 502),
         (RequestTimeoutError("late"), 504),
         (SessionClosedError("closed"), 503),
         (ServerError(500, 500, "boom"), 502),

@@ -31,8 +31,7 @@ async def test_random_cancellations_never_disturb_other_awaiters(session, emulat
     results = await asyncio.gather(*kept)
     assert [r.task_id for r in results] == [t.id for t in tasks]
     await asyncio.gather(*doomed, return_exceptions=True)
-    assert session.poller is not None
-    assert len(session.poller) == 0
+    assert session.poll_stats().tasks == 0
 
 
 async def test_cancel_mid_request_then_the_session_still_works(emulator):

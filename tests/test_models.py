@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_async import ImageToVideo, RequestValidationError, TaskStatus, TextToVideo
+from kling_async import (
+    ImageToVideo,
+    RequestValidationError,
+    TaskStatus,
+    TextToVideo,
+    VideoRequest,
+)
 from kling_async._convert import request_body
-from kling_async._models import ASPECT_RATIOS, DURATIONS, MODES, check_task_id
+from kling_async._models import ASPECT_RATIOS, MAX_DURATION, MIN_DURATION, MODES, check_task_id
 
 IMG = "https://example.com/cat.jpg"
 
@@ -30,8 +38,9 @@ def test_defaults_match_the_api():
         ({"prompt": "x", "duration": "5"}, "duration"),
         ({"prompt": "x", "duration": 5.0}, "duration"),
         ({"prompt": "x", "duration": True}, "duration"),
-        ({"prompt": "x", "duration": 7}, "duration"),
-        ({"prompt": "x", "mode": "pro", "duration": 15}, "duration"),
+        ({"prompt": "x", "duration": 2}, "duration"),
+        ({"prompt": "x", "duration": 16}, "duration"),
+        ({"prompt": "x", "mode": "pro", "duration": 11}, "duration"),
         ({"prompt": "x", "audio": "yes"}, "audio"),
         ({"prompt": "x", "watermark": 1}, "watermark"),
         ({"prompt": "x", "negative_prompt": 3}, "negative_prompt"),
@@ -55,7 +64,7 @@ def test_text_to_video_rejects_bad_fields(kwargs, field):
         ((IMG,), {}, "image_urls"),
         ((["ftp://example.com/a.jpg"],), {}, "image_urls"),
         ((["file:///etc/passwd"],), {}, "image_urls"),
-        (([IMG],), {"duration": 15}, "duration"),
+        (([IMG],), {"duration": 11}, "duration"),
         (([IMG, IMG],), {"last_frame_image": IMG}, "last_frame_image"),
         (([IMG],), {"last_frame_image": "not a url"}, "last_frame_image"),
     ],
@@ -118,7 +127,7 @@ def test_body_matches_worked_examples():
 
 
 def _allowed(mode: str, duration: int, images: int, last_frame: bool) -> bool:
-    if duration not in DURATIONS or mode not in MODES:
+    if not MIN_DURATION <= duration <= MAX_DURATION or mode not in MODES:
         return False
     if mode == "pro" and duration > 10:
         return False
@@ -174,3 +183,68 @@ def test_status_tolerates_unknown_values():
     assert TaskStatus("COMPLETED") is TaskStatus.COMPLETED
     assert not TaskStatus.UNKNOWN.is_terminal
     assert {s for s in TaskStatus if s.is_terminal} == {"completed", "failed", "cancelled"}
+
+
+@pytest.mark.parametrize("duration", range(3, 16))
+def test_any_whole_duration_from_3_to_15_seconds_is_accepted(duration):
+    """Text-to-video takes 3-15 s; image-to-video and pro mode at most 10 s."""
+    assert TextToVideo("x", duration=duration).duration == duration
+    for build in (
+        lambda: ImageToVideo("x", [IMG], duration=duration),
+        lambda: TextToVideo("x", mode="pro", duration=duration),
+    ):
+        if duration <= 10:
+            assert build().duration == duration
+        else:
+            with pytest.raises(RequestValidationError, match="up to 10 seconds"):
+                build()
+
+
+def test_from_fields_picks_the_request_kind_and_treats_null_as_unset():
+    """`image_urls` makes an image-to-video request; None fields are left at their defaults."""
+    t2v = VideoRequest.from_fields({"prompt": "a cat", "duration": 10, "audio": None})
+    assert type(t2v) is TextToVideo and t2v.duration == 10 and t2v.audio is None
+    i2v = VideoRequest.from_fields({"prompt": "walk", "image_urls": [IMG], "mode": "pro"})
+    assert type(i2v) is ImageToVideo and i2v.image_urls == (IMG,)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"prompt": "x", "duraton": 5}, "duraton", "did you mean 'duration'"),
+        ({"prompt": "x", "colour": "red"}, "colour", "unknown field"),
+        ({"duration": 5}, "prompt", "required"),
+        ({"prompt": "x", "last_frame_image": IMG}, "last_frame_image", "image_urls"),
+        ({"prompt": "x", "duration": "5"}, "duration", "integer"),
+        (["prompt"], "request", "object"),
+    ],
+)
+def test_from_fields_names_the_field_of_every_problem(fields, field, words):
+    """Unknown fields, a missing prompt and broken rules are errors naming the field."""
+    with pytest.raises(RequestValidationError, match=words) as info:
+        VideoRequest.from_fields(fields)
+    assert info.value.field == field
+
+
+def test_local_images_are_paths_checked_to_exist(tmp_path):
+    """An image given as a Path must be an existing file; a string must be an http(s) URL."""
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    request = ImageToVideo("walk", [image], last_frame_image=str(IMG))
+    assert request.image_urls == (image,) and request.local_images == (image,)
+    with pytest.raises(RequestValidationError, match="no such file") as info:
+        ImageToVideo("walk", [tmp_path / "missing.png"])
+    assert info.value.field == "image_urls"
+    with pytest.raises(RequestValidationError, match=r"pathlib\.Path"):
+        ImageToVideo("walk", ["cat.png"])
+    with pytest.raises(ValueError, match="uploads it first"):
+        request_body(request)
+
+
+def test_a_local_last_frame_is_a_path_too(tmp_path):
+    """`last_frame_image` may also name a local file."""
+    frame = tmp_path / "end.jpg"
+    frame.write_bytes(b"\xff\xd8\xff\xe0")
+    request = ImageToVideo("walk", [IMG], last_frame_image=frame)
+    assert request.last_frame_image == frame and request.local_images == (frame,)
+    assert isinstance(request.last_frame_image, Path)

@@ -131,11 +131,12 @@ async def test_handles_on_one_id_share_one_status_check(session, emulator):
     handles = [session.task(task.id) for _ in range(5)]
     waits = [asyncio.ensure_future(h.wait()) for h in handles for _ in range(2)]
     await asyncio.sleep(0.02)
-    assert session.poller is not None and len(session.poller) == 1
+    assert session.poll_stats().tasks == 1
     results = await asyncio.gather(*waits)
     assert {r.task_id for r in results} == {task.id}
-    assert emulator.stats.status_calls[task.id] == session.poller.requests_sent
-    assert session.poller.requests_sent <= 8
+    sent = session.poll_stats().status_requests
+    assert emulator.stats.status_calls[task.id] == sent
+    assert sent <= 8
 
 
 async def test_five_hundred_tasks_at_once(emulator):
