@@ -213,9 +213,9 @@ class EmulatorConfig:
     )
     """Largest image `POST /v1/uploads/images` accepts; bigger ones get 413."""
     api_keys: frozenset[str] | None = attrs.field(
-        default=None, converter=_to_keys, validator=_check_keys
+        default=None, converter=_to_keys, validator=_check_keys, repr=False
     )
-    """Accepted keys; None accepts any non-empty Bearer token."""
+    """Accepted keys; None accepts any non-empty Bearer token. Kept out of `repr`."""
     quirks: bool = False
     """Randomly vary response shapes the way real gateways do (see the package docstring)."""
     seed: int | None = None
