@@ -19,7 +19,7 @@ __all__ = ["ServerClock"]
 
 def _whole(value: float) -> int | float:
     """An int when `value` is a whole number (so real speed sends integers), else `value`."""
-    return int(value) if value.is_integer() else value
+    return int(value) if float(value).is_integer() else value
 
 
 class ServerClock:

@@ -57,11 +57,12 @@ def progress_at(shape: str, fraction: float, step: int = 25) -> int:
     fraction = min(max(fraction, 0.0), 1.0)
     if shape == "stuck":
         return 0
-    if shape == "steps":
-        return min(int(fraction * 100 / step) * step, 99 // step * step)
     if shape == "eased":
-        return min(int(100 * (1 - (1 - fraction) ** 2)), 99)
-    return min(int(fraction * 100), 99)
+        fraction = 1 - (1 - fraction) ** 2
+    percent = int(round(fraction * 100, 9))  # round first: 0.29 x 100 is 28.999...
+    if shape == "steps":
+        return min(percent // step * step, 99 // step * step)
+    return min(percent, 99)
 
 
 def _check_outcome(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
