@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -373,3 +374,26 @@ async def test_body_error_keeps_its_code_shape(session: aiohttp.ClientSession) -
         emu.inject(Fault("body_error", route="submit"))
         code, body = await post(session, emu)
         assert (code, body) == (200, {"code": 500, "message": "internal"})
+
+
+async def test_aiohttp_errors_on_api_paths_follow_the_style(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Unknown API routes (404), wrong methods (405) and oversized bodies (413) are styled."""
+    async with Emulator(fast(error_style="error_object")) as emu:
+        async with session.get(emu.url + "/v1/nope", headers=AUTH) as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["message"] == "not found"
+        async with session.delete(emu.url + "/v1/tasks/task_X", headers=AUTH) as response:
+            assert response.status == 405
+            assert "GET" in response.headers["Allow"]
+            assert (await response.json())["error"]["type"] == "api_error"
+        huge = json.dumps({**BODY, "prompt": "x" * (2 * 1024 * 1024)}).encode()
+        async with session.post(emu.url + SUBMIT, data=io.BytesIO(huge), headers={
+            **AUTH, "Content-Type": "application/json"}) as response:  # fmt: skip
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "payload_too_large"
+        assert emu.stats.submissions == 0
+        async with session.get(emu.url + "/_nope") as response:
+            assert response.status == 404  # control paths keep aiohttp's plain answer
+            assert response.content_type == "text/plain"

@@ -3,7 +3,9 @@
 An API request goes: counted → fault drawn → rate limit → auth → the real work. The
 control routes (`/_stats`, `/_reset`, `/_tasks/{id}`, `/_faults`, `/_scripts`) skip
 all of that, so a benchmark can read and steer the emulator from another process.
-Every response of this host carries a ``Date`` header on the server clock.
+Every response of this host carries a ``Date`` header on the server clock, and every
+error under ``/v1/`` (aiohttp's own 404, 405 and 413 included) has the configured
+``error_style``.
 """
 
 from __future__ import annotations
@@ -317,6 +319,21 @@ class _ApiHandlers:
         self._state.add_script(script)
         return json_response({"ok": True, "script": attrs.asdict(script)})
 
+    @web.middleware
+    async def styled_http_errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """aiohttp's own errors on API paths (404 no route, 405, 413 body too big) as JSON."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or not request.path.startswith("/v1/"):
+                raise
+            allow = exc.headers.get("Allow")
+            return self._state.errors.response(
+                exc.status, exc.reason.lower(), headers={"Allow": allow} if allow else None
+            )
+
     async def date_header(self, _request: web.Request, response: web.StreamResponse) -> None:
         """Stamp every response with the server clock's ``Date`` (aiohttp's is replaced)."""
         response.headers["Date"] = self._state.clock.http_date(time.time())
@@ -325,7 +342,7 @@ class _ApiHandlers:
 def build_api_app(state: EmulatorState) -> web.Application:
     """The aiohttp application of the API host."""
     handlers = _ApiHandlers(state)
-    app = web.Application()
+    app = web.Application(middlewares=[handlers.styled_http_errors])
     app.on_response_prepare.append(handlers.date_header)
     router = app.router
     router.add_post("/v1/videos/generations", handlers.submit)
