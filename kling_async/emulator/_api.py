@@ -1,8 +1,7 @@
-"""The API host: submit, status and upload routes as API.md describes, plus control routes.
+"""The API host: submit, status and upload routes as API.md describes (+ `_control`).
 
 An API request goes: counted → fault drawn → rate limit → auth → the real work. The
-control routes (`/_stats`, `/_reset`, `/_tasks/{id}`, `/_faults`, `/_scripts`) skip
-all of that, so a benchmark can read and steer the emulator from another process.
+control routes (see `_control`) skip all of that.
 Every response of this host carries a ``Date`` header on the server clock, and every
 error under ``/v1/`` (aiohttp's own 404, 405 and 413 included) has the configured
 ``error_style``.
@@ -19,7 +18,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from ._config import Fault
+from ._config import Fault, format_seconds
+from ._control import add_control_routes
 from ._errors import json_response
 from ._faults import (
     ERROR_KINDS,
@@ -27,6 +27,7 @@ from ._faults import (
     echo_error,
     error_response,
     hang,
+    rate_limited,
     still_connected,
     truncated_response,
 )
@@ -34,7 +35,7 @@ from ._hostile import echo_key_in, garble, point_at
 from ._idempotency import HEADER as KEY_HEADER
 from ._idempotency import REPLAYED_HEADER, Remembered, fingerprint, key_error
 from ._state import EmulatorState, bearer_token
-from ._tasks import Script, new_task_id
+from ._tasks import new_task_id
 from ._uploads import UploadError, read_upload, sniff_image
 from ._validation import submission_error
 
@@ -86,7 +87,7 @@ class _ApiHandlers:
         """The 429 or 401 a request gets before any real work, if any."""
         state = self._state
         if state.over_rate_limit(now):
-            return error_response(Fault("429"), state.errors, state.config.retry_after)
+            return rate_limited(state.errors, format_seconds(state.config.retry_after))
         if not state.authorized(request.headers.get("Authorization")):
             state.stats.rejected_auth += 1
             return state.errors.response(401, "invalid or missing API key")
@@ -281,44 +282,6 @@ class _ApiHandlers:
             return truncated_response(_dumps(payload))
         return json_response(payload)
 
-    # -- control routes ---------------------------------------------------------
-
-    async def stats(self, _request: web.Request) -> web.Response:
-        """`GET /_stats`: the counters."""
-        return json_response(self._state.stats.to_json())
-
-    async def reset(self, _request: web.Request) -> web.Response:
-        """`POST /_reset`: zero the counters."""
-        self._state.stats.reset()
-        return json_response({"ok": True})
-
-    async def task(self, request: web.Request) -> web.Response:
-        """`GET /_tasks/{task_id}`: the emulator's record of a task."""
-        task = self._state.tasks.get(request.match_info["task_id"])
-        if task is None:
-            return json_response({"code": 404, "message": "task not found"}, 404)
-        return json_response(task.record(self._state.clock).to_json())
-
-    async def inject(self, request: web.Request) -> web.Response:
-        """`POST /_faults`: queue a fault, body `{"kind", "route", "times", "when", ...}`."""
-        try:
-            fields = await request.json()
-            fault = Fault(**fields)
-        except (ValueError, TypeError) as exc:
-            return json_response({"code": 400, "message": str(exc)}, 400)
-        self._state.faults.inject(fault)
-        return json_response({"ok": True, "fault": attrs.asdict(fault)})
-
-    async def script(self, request: web.Request) -> web.Response:
-        """`POST /_scripts`: add a script, body as `Emulator.script`'s keywords."""
-        try:
-            fields = await request.json()
-            script = Script(**fields)
-        except (ValueError, TypeError) as exc:
-            return json_response({"code": 400, "message": str(exc)}, 400)
-        self._state.add_script(script)
-        return json_response({"ok": True, "script": attrs.asdict(script)})
-
     @web.middleware
     async def styled_http_errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -348,9 +311,5 @@ def build_api_app(state: EmulatorState) -> web.Application:
     router.add_post("/v1/videos/generations", handlers.submit)
     router.add_get("/v1/tasks/{task_id}", handlers.status, allow_head=False)
     router.add_post("/v1/uploads/images", handlers.upload)
-    router.add_get("/_stats", handlers.stats, allow_head=False)
-    router.add_post("/_reset", handlers.reset)
-    router.add_get("/_tasks/{task_id}", handlers.task, allow_head=False)
-    router.add_post("/_faults", handlers.inject)
-    router.add_post("/_scripts", handlers.script)
+    add_control_routes(router, state)
     return app

@@ -46,6 +46,7 @@ __all__ = [
     "echo_error",
     "error_response",
     "hang",
+    "rate_limited",
     "still_connected",
     "truncated_response",
 ]
@@ -125,11 +126,15 @@ def error_response(fault: Fault, errors: ErrorWriter, retry_after: float) -> web
     if kind == "body_error":
         return json_response({"code": 500, "message": "internal"})
     status = int(kind)
-    headers = None
     if status == 429:
         value = fault.retry_after if fault.retry_after is not None else format_seconds(retry_after)
-        headers = {"Retry-After": value}
-    return errors.response(status, _MESSAGES[status], headers=headers)
+        return rate_limited(errors, value)
+    return errors.response(status, _MESSAGES[status])
+
+
+def rate_limited(errors: ErrorWriter, retry_after: str) -> web.Response:
+    """A 429 with ``Retry-After: <retry_after>``."""
+    return errors.response(429, _MESSAGES[429], headers={"Retry-After": retry_after})
 
 
 def echo_error(errors: ErrorWriter, token: str) -> web.Response:
