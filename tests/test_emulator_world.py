@@ -301,6 +301,9 @@ def test_progress_is_zero_while_pending_and_100_only_at_the_end(shape: str) -> N
         ("bias", math.inf),
         ("time_scale", math.inf),
         ("url_ttl", -1.0),
+        ("fail_marker", ""),
+        ("quirks", "yes"),
+        ("seed", 1.5),
     ],
 )
 def test_every_knob_is_validated_naming_its_field(field: str, value: Any) -> None:

@@ -133,6 +133,16 @@ def _whole_number(_inst: object, attr: attrs.Attribute[int], value: int) -> None
         raise ValueError(f"{attr.name}: must be a whole number (got {value!r})")
 
 
+def _optional_text(_inst: object, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{attr.name}: must be a non-empty string or None (got {value!r})")
+
+
+def _boolean(_inst: object, attr: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attr.name}: must be True or False (got {value!r})")
+
+
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
@@ -188,7 +198,7 @@ class EmulatorConfig:
         default=25, validator=[_whole_number, attrs.validators.ge(1), attrs.validators.le(99)]
     )
     """Size of a "steps" jump: 25 reports 0/25/50/75."""
-    fail_marker: str | None = "[fail]"
+    fail_marker: str | None = attrs.field(default="[fail]", validator=_optional_text)
     """Prompts containing this end "failed"; None disables."""
     url_ttl: float = attrs.field(default=259200.0, validator=_positive)
     """Emulated seconds until a result or upload URL expires (72 h)."""
@@ -216,9 +226,11 @@ class EmulatorConfig:
         default=None, converter=_to_keys, validator=_check_keys, repr=False
     )
     """Accepted keys; None accepts any non-empty Bearer token. Kept out of `repr`."""
-    quirks: bool = False
+    quirks: bool = attrs.field(default=False, validator=_boolean)
     """Randomly vary response shapes the way real gateways do (see the package docstring)."""
-    seed: int | None = None
+    seed: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_whole_number)
+    )
     """Seed for every random choice, for reproducible runs."""
 
     def __attrs_post_init__(self) -> None:
