@@ -227,8 +227,8 @@ async def test_upload_urls_expire(session: aiohttp.ClientSession) -> None:
 
 
 async def test_generations_accept_uploaded_urls(session: aiohttp.ClientSession) -> None:
-    """An uploaded URL works in image_urls and last_frame_image; a dead one is refused."""
-    async with Emulator(fast(url_ttl=40.0)) as emu:
+    """An uploaded URL works in image_urls and last_frame_image; unknown ones are refused."""
+    async with Emulator(fast()) as emu:
         _, first = await upload(session, emu, form(PNG))
         _, last = await upload(session, emu, form(IMAGES["image/jpeg"]))
         code, body = await post(session, emu, {**BODY, "image_urls": [first["url"]],
@@ -237,12 +237,20 @@ async def test_generations_accept_uploaded_urls(session: aiohttp.ClientSession) 
         bogus = f"{emu.storage_url}/uploads/img_NOPE/123-abc.png"
         code, body = await post(session, emu, {**BODY, "image_urls": [bogus]})
         assert code == 400 and body["message"].startswith("image_urls: cannot fetch")
-        await asyncio.sleep(0.3)
+        code, body = await post(session, emu, {**BODY, "image_urls": ["https://e.com/a.jpg"],
+                                               "last_frame_image": bogus})  # fmt: skip
+        assert code == 400 and body["message"].startswith("last_frame_image: cannot fetch")
+
+
+async def test_expired_uploads_cannot_be_used(session: aiohttp.ClientSession) -> None:
+    """Once its URL expired, an upload is refused in a generation request."""
+    async with Emulator(fast(url_ttl=20.0)) as emu:  # 0.1 s of real time
+        _, first = await upload(session, emu, form(PNG))
+        problem = emu._state.uploads.url_problem(emu.storage_url, first["url"], time.time() - 1)
+        assert problem is None  # it was fine when it was new
+        await asyncio.sleep(0.2)
         code, body = await post(session, emu, {**BODY, "image_urls": [first["url"]]})
         assert code == 400 and "expired" in body["message"]
-        code, body = await post(session, emu, {**BODY, "image_urls": ["https://e.com/a.jpg"],
-                                               "last_frame_image": last["url"]})  # fmt: skip
-        assert code == 400 and body["message"].startswith("last_frame_image: cannot fetch")
 
 
 # -- durations and URL lifetime --------------------------------------------------------
