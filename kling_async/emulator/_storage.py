@@ -5,7 +5,8 @@
 content type. Both URLs are signed and expire (``url_ttl``). The host counts every
 request and every one carrying an Authorization header (the API key must never travel
 here). Answers: 404 for an unknown file or token, 403 for an expired token. Its error
-bodies are always ``{"code", "message"}`` (it is not the API host).
+bodies are always ``{"code", "message"}`` and its ``Date`` header is aiohttp's own: it is
+another host than the API, with its own clock.
 """
 
 from __future__ import annotations
