@@ -17,7 +17,8 @@ scale (a 60 s job takes 0.1 s), ``kling_session`` a :class:`~kling_async.KlingSe
 bound to it with fast poll and retry policies. Tune the emulator per test with
 ``@pytest.mark.kling_emulator(rate_limit=5, ...)`` (any :class:`EmulatorConfig` field, on
 top of :func:`fast_config`), or for a whole directory by overriding the
-``kling_emulator_config`` fixture.
+``kling_emulator_config`` fixture (return :func:`realistic_config` there to test against
+variable queues, wide run times and a skewed server clock).
 
 Without pytest: ``async with emulated_session() as (session, emu): ...``. To hand a
 session to your own app (a FastAPI lifespan, a worker), build one with :func:`session_for`.
@@ -52,6 +53,7 @@ __all__ = [
     "fail_prompt",
     "fast_config",
     "rate_limit",
+    "realistic_config",
     "server_error",
     "session_for",
     "slow_prompt",
@@ -77,6 +79,15 @@ def fast_config(**overrides: Any) -> EmulatorConfig:
     ``overrides`` are any ``EmulatorConfig`` fields, e.g. ``fast_config(rate_limit=5)``.
     """
     return EmulatorConfig(**{**_FAST_DEFAULTS, **overrides})
+
+
+def realistic_config(**overrides: Any) -> EmulatorConfig:
+    """:meth:`EmulatorConfig.realistic` at the test time scale of :func:`fast_config`.
+
+    Variable queues (some long), run times 0.5-1.5x the estimate, a server clock 3
+    emulated seconds ahead; ``overrides`` are any ``EmulatorConfig`` fields and win.
+    """
+    return EmulatorConfig.realistic(**{**_FAST_DEFAULTS, **overrides})
 
 
 def session_for(emulator: Emulator, **options: Any) -> KlingSession:

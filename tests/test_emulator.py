@@ -111,9 +111,10 @@ async def test_lifecycle_ends_with_a_downloadable_mp4_on_the_storage_origin(
         data = done["data"]
         assert data["status"] == "completed"
         assert data["progress"] == 100
-        assert data["actual_time"] == pytest.approx(0.3)
-        assert data["completed"] == pytest.approx(record.completes_at)
-        assert data["created"] == pytest.approx(record.created)
+        assert data["actual_time"] == pytest.approx(0.4)  # 20 s queue + 60 s run, emulated
+        assert data["completed"] == record.reported_completed
+        assert data["created"] == record.reported_created
+        assert abs(data["created"] - record.created) <= 1 / 200
         (video,) = data["result"]["videos"]
         (url,) = video["url"]
         assert url.startswith(emu.storage_url + "/files/")
@@ -211,7 +212,10 @@ async def test_fail_marker_ends_failed_with_an_error(session: aiohttp.ClientSess
         ({**BODY, "duration": "5"}, "duration"),
         ({**BODY, "duration": 5.0}, "duration"),
         ({**BODY, "duration": True}, "duration"),
-        ({**BODY, "duration": 7}, "duration"),
+        ({**BODY, "duration": 2}, "duration"),
+        ({**BODY, "duration": 16}, "duration"),
+        ({**BODY, "duration": 11, "mode": "pro"}, "duration"),
+        ({**BODY, "duration": 11, "image_urls": ["https://e.com/a.jpg"]}, "duration"),
         ({**BODY, "duration": 15, "image_urls": ["https://e.com/a.jpg"]}, "duration"),
         ({**BODY, "duration": 15, "mode": "pro"}, "duration"),
         ({**BODY, "aspect_ratio": "4:3"}, "aspect_ratio"),

@@ -1,8 +1,10 @@
-"""The API host: submit and status routes as API.md describes, plus control routes.
+"""The API host: submit, status and upload routes as API.md describes (+ `_control`).
 
 An API request goes: counted → fault drawn → rate limit → auth → the real work. The
-control routes (`/_stats`, `/_reset`, `/_tasks/{id}`, `/_faults`, `/_scripts`) skip
-all of that, so a benchmark can read and steer the emulator from another process.
+control routes (see `_control`) skip all of that.
+Every response of this host carries a ``Date`` header on the server clock, and every
+error under ``/v1/`` (aiohttp's own 404, 405 and 413 included) has the configured
+``error_style``.
 """
 
 from __future__ import annotations
@@ -10,25 +12,36 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 from aiohttp import web
 
 from ._config import Fault, format_seconds
+from ._control import add_control_routes
+from ._errors import json_response
 from ._faults import (
     ERROR_KINDS,
     drop_connection,
+    echo_error,
     error_response,
-    json_response,
+    hang,
+    rate_limited,
+    still_connected,
     truncated_response,
 )
-from ._state import EmulatorState
-from ._tasks import Script, new_task_id
+from ._hostile import echo_key_in, garble, point_at
+from ._idempotency import HEADER as KEY_HEADER
+from ._idempotency import REPLAYED_HEADER, Remembered, fingerprint, key_error
+from ._state import EmulatorState, bearer_token
+from ._tasks import new_task_id
+from ._uploads import UploadError, read_upload, sniff_image
 from ._validation import submission_error
 
-__all__ = ["build_api_app"]
+__all__ = ["VERSION_HEADER", "build_api_app"]
 
+VERSION_HEADER = "X-APIMart-Response-Version"
 _TERMINAL_FIELDS = ("completed", "actual_time", "result", "error")
 
 
@@ -36,19 +49,32 @@ def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _still_connected(request: web.BaseRequest) -> bool:
-    transport = request.transport
-    return transport is not None and not transport.is_closing()
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 async def _prompt_of(request: web.Request) -> str:
     """The prompt of a submit body (read once; aiohttp caches it for the handler)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return ""
+    body = _parse(await request.read())
     prompt = body.get("prompt") if isinstance(body, dict) else None
     return prompt if isinstance(prompt, str) else ""
+
+
+def _token_of(request: web.BaseRequest) -> str:
+    """The caller's API key as sent (what an "echo_key" fault repeats back)."""
+    header = request.headers.get("Authorization", "")
+    return bearer_token(header) or header
+
+
+@attrs.frozen
+class _Answer:
+    """A route's real answer, and the id of what it created (task or upload), if anything."""
+
+    response: web.Response
+    created: str | None = None
 
 
 class _ApiHandlers:
@@ -61,65 +87,159 @@ class _ApiHandlers:
         """The 429 or 401 a request gets before any real work, if any."""
         state = self._state
         if state.over_rate_limit(now):
-            return json_response(
-                {"code": 429, "message": "rate limit exceeded, retry later"},
-                429,
-                {"Retry-After": format_seconds(state.config.retry_after)},
-            )
+            return rate_limited(state.errors, format_seconds(state.config.retry_after))
         if not state.authorized(request.headers.get("Authorization")):
             state.stats.rejected_auth += 1
-            return json_response({"code": 401, "message": "invalid or missing API key"}, 401)
+            return state.errors.response(401, "invalid or missing API key")
         return None
 
-    async def _answer(self, request: web.Request) -> tuple[web.Response, str | None]:
-        """Refuse, validate and create: the response and the new task id, if one was made."""
+    async def _serve(
+        self,
+        request: web.Request,
+        fault: Fault | None,
+        answer: Callable[[], Awaitable[_Answer]],
+        fake: Callable[[], bytes],
+        on_created: Callable[[str], None],
+    ) -> web.StreamResponse:
+        """Serve a creating route (submit, upload) under `fault`.
+
+        "before" fails the request and creates nothing (`fake` is the body a truncated
+        answer cuts); "after" creates, reports it with `on_created`, then fails the answer.
+        """
+        if fault is None:
+            return (await answer()).response
         state = self._state
+        state.stats.count_fault(fault.kind)
+        real: _Answer | None = None
+        if fault.when == "after":
+            real = await answer()
+            if real.created is not None:
+                on_created(real.created)
+        kind = fault.kind
+        if kind == "reset":
+            return drop_connection(request)
+        if kind == "hang":
+            return await hang(request)
+        if kind in ERROR_KINDS:
+            return error_response(fault, state.errors, state.config.retry_after)
+        if kind == "echo_key":
+            return echo_error(state.errors, _token_of(request))
+        if kind == "truncated":
+            body = real.response.body if real is not None else fake()
+            return truncated_response(body if isinstance(body, bytes) else b"")
+        await asyncio.sleep(state.config.slow_delay)  # "slow": answer late, if still wanted
+        if real is not None:
+            return real.response
+        if not still_connected(request):
+            return drop_connection(request, rst=False)
+        return (await answer()).response
+
+    # -- submit -----------------------------------------------------------------
+
+    async def _submit_answer(self, request: web.Request) -> _Answer:
+        """Refuse, check the key, replay or validate and create."""
+        state = self._state
+        stats = state.stats
         refusal = self._refusal(request, time.monotonic())
         if refusal is not None:
-            return refusal, None
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        error = submission_error(body)
+            return _Answer(refusal)
+        key = request.headers.get(KEY_HEADER)
+        if key is not None and (problem := key_error(key)) is not None:
+            stats.rejected_invalid += 1
+            return _Answer(state.errors.response(400, problem, param=KEY_HEADER))
+        raw = await request.read()
+        body = _parse(raw)
+        # No await from here on: looking the key up and recording it is one atomic step.
+        token = _token_of(request)
+        if key is not None and (known := state.keys.lookup(token, key)) is not None:
+            if known.fingerprint == fingerprint(body, raw):
+                stats.idempotent_replays += 1
+                return _Answer(json_response(known.payload, headers={REPLAYED_HEADER: "true"}))
+            stats.key_conflicts += 1
+            message = (
+                f"{KEY_HEADER}: this key was already used with a different request "
+                "(send a new key for a changed request)"
+            )
+            return _Answer(state.errors.response(409, message, param=KEY_HEADER))
+        error = submission_error(body, state.image_url_problem)
         if error is not None:
-            state.stats.rejected_invalid += 1
-            return json_response({"code": 400, "message": error}, 400), None
-        task = state.create_task(body)
-        return json_response(state.submit_payload(task.task_id)), task.task_id
+            stats.rejected_invalid += 1
+            return _Answer(state.errors.invalid(error))
+        task = state.create_task(body, key)
+        payload = state.submit_payload(task.task_id, request.headers.get(VERSION_HEADER))
+        if key is not None:
+            entry = Remembered(fingerprint(body, raw), task.task_id, payload)
+            state.keys.remember(token, key, entry)
+        return _Answer(json_response(payload), task.task_id)
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/videos/generations`."""
         state = self._state
+        stats = state.stats
         state.note_api_request("submit", time.monotonic())
+        if KEY_HEADER in request.headers:
+            stats.submits_with_key += 1
+        else:
+            stats.submits_without_key += 1
         fault = state.faults.draw("submit")
-        if fault is None:
-            return (await self._answer(request))[0]
-        state.stats.count_fault(fault.kind)
-        state.stats.faulted_submissions.append((await _prompt_of(request), fault.kind, fault.when))
-        config = state.config
-        if fault.when == "before":
-            if fault.kind == "reset":
-                return drop_connection(request)
-            if fault.kind in ERROR_KINDS:
-                return error_response(fault.kind, config.retry_after)
-            if fault.kind == "truncated":
-                return truncated_response(_dumps(state.submit_payload(new_task_id(state.rng))))
-            await asyncio.sleep(config.slow_delay)  # "slow": answer late, if still wanted
-            if not _still_connected(request):
-                return drop_connection(request, rst=False)
-            return (await self._answer(request))[0]
-        response, task_id = await self._answer(request)
-        if task_id is not None:
-            state.stats.ambiguous_submissions.append((task_id, state.tasks[task_id].prompt))
-        if fault.kind == "reset":
-            return drop_connection(request)
-        if fault.kind in ERROR_KINDS:
-            return error_response(fault.kind, config.retry_after)
-        if fault.kind == "truncated":
-            return truncated_response(response.body if isinstance(response.body, bytes) else b"")
-        await asyncio.sleep(config.slow_delay)
-        return response
+        if fault is not None:
+            stats.faulted_submissions.append((await _prompt_of(request), fault.kind, fault.when))
+
+        def fake() -> bytes:
+            return _dumps(state.submit_payload(new_task_id(state.rng)))
+
+        def created(task_id: str) -> None:
+            stats.ambiguous_submissions.append((task_id, state.tasks[task_id].prompt))
+
+        return await self._serve(
+            request, fault, lambda: self._submit_answer(request), fake, created
+        )
+
+    # -- upload -----------------------------------------------------------------
+
+    async def _upload_answer(self, request: web.Request) -> _Answer:
+        """Refuse, read the multipart body, detect the image type and store it."""
+        state = self._state
+        refusal = self._refusal(request, time.monotonic())
+        if refusal is not None:
+            return _Answer(refusal)
+        try:
+            data, filename = await read_upload(request, state.config.max_upload_bytes)
+            if sniff_image(data) is None:
+                raise UploadError(
+                    400, "file: not a JPEG, PNG, GIF or WebP image (detected from its bytes)"
+                )
+        except UploadError as exc:
+            state.stats.rejected_uploads += 1
+            return _Answer(state.errors.response(exc.status, exc.message, param="file"))
+        upload = state.add_upload(data, filename)
+        return _Answer(json_response(state.upload_payload(upload)), upload.upload_id)
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/uploads/images`."""
+        state = self._state
+        state.note_api_request("upload", time.monotonic())
+        fault = state.faults.draw("upload")
+
+        def fake() -> bytes:
+            url = f"{state.storage_url}/uploads/img_{new_task_id(state.rng)[5:]}/x.png"
+            return _dumps({"url": url, "filename": "x.png", "content_type": "image/png"})
+
+        def created(_upload_id: str) -> None:
+            state.stats.ambiguous_uploads += 1
+
+        return await self._serve(
+            request, fault, lambda: self._upload_answer(request), fake, created
+        )
+
+    # -- status -----------------------------------------------------------------
+
+    def _other_task_id(self, task_id: str) -> str:
+        """The newest task that is not `task_id`, or a made-up id if there is none."""
+        for other in reversed(self._state.tasks):
+            if other != task_id:
+                return other
+        return new_task_id(self._state.rng)
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         """`GET /v1/tasks/{task_id}` (`?language=` is accepted and ignored)."""
@@ -127,79 +247,69 @@ class _ApiHandlers:
         state.note_api_request("status", time.monotonic())
         task = state.note_status_call(request.match_info["task_id"])
         fault = state.faults.draw("status")
+        kind = fault.kind if fault is not None else None
         if fault is not None:
             state.stats.count_fault(fault.kind)
-            if fault.kind == "reset":
+            if kind == "reset":
                 return drop_connection(request)
-            if fault.kind in ERROR_KINDS:
-                return error_response(fault.kind, state.config.retry_after)
-            if fault.kind == "slow":
+            if kind == "hang":
+                return await hang(request)
+            if kind in ERROR_KINDS:
+                return error_response(fault, state.errors, state.config.retry_after)
+            if kind == "echo_key" and (task is None or state.rng.random() < 0.5):
+                return echo_error(state.errors, _token_of(request))
+            if kind == "slow":
                 await asyncio.sleep(state.config.slow_delay)
         refusal = self._refusal(request, time.monotonic())
         if refusal is not None:
             return refusal
         if task is None:
             state.stats.not_found += 1
-            return json_response({"code": 404, "message": "task not found"}, 404)
+            return state.errors.response(404, "task not found")
         payload = state.status_payload(task, time.time())
-        if fault is not None and fault.kind == "unknown_status":
-            data = payload["data"]
+        data = payload["data"]
+        if kind == "unknown_status":
             data["status"] = "mystery"
             for field in _TERMINAL_FIELDS:
                 data.pop(field, None)
-        if fault is not None and fault.kind == "truncated":
+        elif kind == "garbled":
+            garble(data, state.rng)
+        elif kind == "wrong_id":
+            point_at(data, self._other_task_id(task.task_id))
+        elif kind == "echo_key":
+            echo_key_in(data, _token_of(request))
+        elif kind == "truncated":
             return truncated_response(_dumps(payload))
         return json_response(payload)
 
-    # -- control routes ---------------------------------------------------------
-
-    async def stats(self, _request: web.Request) -> web.Response:
-        """`GET /_stats`: the counters."""
-        return json_response(self._state.stats.to_json())
-
-    async def reset(self, _request: web.Request) -> web.Response:
-        """`POST /_reset`: zero the counters."""
-        self._state.stats.reset()
-        return json_response({"ok": True})
-
-    async def task(self, request: web.Request) -> web.Response:
-        """`GET /_tasks/{task_id}`: the emulator's record of a task."""
-        task = self._state.tasks.get(request.match_info["task_id"])
-        if task is None:
-            return json_response({"code": 404, "message": "task not found"}, 404)
-        return json_response(task.record().to_json())
-
-    async def inject(self, request: web.Request) -> web.Response:
-        """`POST /_faults`: queue a fault, body `{"kind", "route", "times", "when"}`."""
+    @web.middleware
+    async def styled_http_errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """aiohttp's own errors on API paths (404 no route, 405, 413 body too big) as JSON."""
         try:
-            fields = await request.json()
-            fault = Fault(**fields)
-        except (ValueError, TypeError) as exc:
-            return json_response({"code": 400, "message": str(exc)}, 400)
-        self._state.faults.inject(fault)
-        return json_response({"ok": True, "fault": attrs.asdict(fault)})
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or not request.path.startswith("/v1/"):
+                raise
+            allow = exc.headers.get("Allow")
+            return self._state.errors.response(
+                exc.status, exc.reason.lower(), headers={"Allow": allow} if allow else None
+            )
 
-    async def script(self, request: web.Request) -> web.Response:
-        """`POST /_scripts`: add a script, body as `Emulator.script`'s keywords."""
-        try:
-            fields = await request.json()
-            script = Script(**fields)
-        except (ValueError, TypeError) as exc:
-            return json_response({"code": 400, "message": str(exc)}, 400)
-        self._state.add_script(script)
-        return json_response({"ok": True, "script": attrs.asdict(script)})
+    async def date_header(self, _request: web.Request, response: web.StreamResponse) -> None:
+        """Stamp every response with the server clock's ``Date`` (aiohttp's is replaced)."""
+        response.headers["Date"] = self._state.clock.http_date(time.time())
 
 
 def build_api_app(state: EmulatorState) -> web.Application:
     """The aiohttp application of the API host."""
     handlers = _ApiHandlers(state)
-    app = web.Application()
+    app = web.Application(middlewares=[handlers.styled_http_errors])
+    app.on_response_prepare.append(handlers.date_header)
     router = app.router
     router.add_post("/v1/videos/generations", handlers.submit)
     router.add_get("/v1/tasks/{task_id}", handlers.status, allow_head=False)
-    router.add_get("/_stats", handlers.stats, allow_head=False)
-    router.add_post("/_reset", handlers.reset)
-    router.add_get("/_tasks/{task_id}", handlers.task, allow_head=False)
-    router.add_post("/_faults", handlers.inject)
-    router.add_post("/_scripts", handlers.script)
+    router.add_post("/v1/uploads/images", handlers.upload)
+    add_control_routes(router, state)
     return app

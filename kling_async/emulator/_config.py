@@ -2,41 +2,54 @@
 
 Times in `EmulatorConfig` are *emulated* seconds unless a field says "real": the emulator
 runs emulated time `time_scale` times faster than the wall clock, so a 60 s job takes
-0.3 s of real time at `time_scale=200`.
+0.3 s of real time at `time_scale=200`. Every invalid value raises a ValueError that
+names the field.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
 __all__ = [
     "API_ROUTES",
     "DEFAULT_FAULT_KINDS",
+    "ERROR_STYLES",
     "FAULT_KINDS",
     "OUTCOMES",
     "PROGRESS_SHAPES",
+    "REALISTIC",
+    "RUN_DISTRIBUTIONS",
     "EmulatorConfig",
+    "ErrorStyle",
     "Fault",
     "Outcome",
     "ProgressShape",
     "Route",
+    "RunDistribution",
     "When",
     "format_seconds",
     "kind_applies",
 ]
 
-ProgressShape = Literal["linear", "steps", "stuck"]
-Route = Literal["submit", "status", "storage", "any"]
+ProgressShape = Literal["linear", "steps", "stuck", "eased"]
+RunDistribution = Literal["lognormal", "uniform"]
+ErrorStyle = Literal["code", "error_object", "success_false", "mixed"]
+Route = Literal["submit", "status", "upload", "storage", "any"]
 When = Literal["before", "after"]
 Outcome = Literal["completed", "failed", "cancelled"]
 
-PROGRESS_SHAPES: tuple[str, ...] = ("linear", "steps", "stuck")
+PROGRESS_SHAPES: tuple[str, ...] = ("linear", "steps", "stuck", "eased")
+RUN_DISTRIBUTIONS: tuple[str, ...] = ("lognormal", "uniform")
+ERROR_STYLES: tuple[str, ...] = ("code", "error_object", "success_false", "mixed")
 OUTCOMES: tuple[str, ...] = ("completed", "failed", "cancelled")
-ROUTES: tuple[str, ...] = ("submit", "status", "storage", "any")
-API_ROUTES: tuple[str, ...] = ("submit", "status")
+ROUTES: tuple[str, ...] = ("submit", "status", "upload", "storage", "any")
+API_ROUTES: tuple[str, ...] = ("submit", "status", "upload")
+CREATING_ROUTES: tuple[str, ...] = ("submit", "upload")
+"""Routes whose request creates something, so a fault can come "after" it was created."""
 WHENS: tuple[str, ...] = ("before", "after")
 DEFAULT_FAULT_KINDS: tuple[str, ...] = (
     "429",
@@ -48,14 +61,28 @@ DEFAULT_FAULT_KINDS: tuple[str, ...] = (
     "truncated",
     "html",
 )
-FAULT_KINDS: frozenset[str] = frozenset({*DEFAULT_FAULT_KINDS, "body_error", "unknown_status"})
+STATUS_ONLY_KINDS: frozenset[str] = frozenset({"unknown_status", "garbled", "wrong_id"})
+API_ONLY_KINDS: frozenset[str] = frozenset({"body_error", "echo_key"})
+FAULT_KINDS: frozenset[str] = frozenset(
+    {*DEFAULT_FAULT_KINDS, "hang", *STATUS_ONLY_KINDS, *API_ONLY_KINDS}
+)
+
+REALISTIC: dict[str, Any] = {
+    "queue_spread": 0.3,
+    "long_queue_rate": 0.05,
+    "run_distribution": "uniform",
+    "spread": 0.5,
+    "clock_offset": 3.0,
+    "progress_shape": "linear",
+}
+"""The fields `EmulatorConfig.realistic()` sets (the rest keep their defaults)."""
 
 
 def kind_applies(kind: str, route: str) -> bool:
-    """Whether a fault kind makes sense on a concrete route ("submit", "status", "storage")."""
-    if kind == "unknown_status":
+    """Whether a fault kind makes sense on a concrete route ("submit", "status", ...)."""
+    if kind in STATUS_ONLY_KINDS:
         return route == "status"
-    if kind == "body_error":
+    if kind in API_ONLY_KINDS:
         return route in API_ROUTES
     return True
 
@@ -96,41 +123,92 @@ def _check_keys(
         raise ValueError("api_keys: every key must be a non-empty string")
 
 
-_positive = attrs.validators.gt(0.0)
-_non_negative = attrs.validators.ge(0.0)
+def _finite(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{attr.name}: must be a finite number (got {value!r})")
+
+
+def _whole_number(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{attr.name}: must be a whole number (got {value!r})")
+
+
+def _optional_text(_inst: object, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{attr.name}: must be a non-empty string or None (got {value!r})")
+
+
+def _boolean(_inst: object, attr: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attr.name}: must be True or False (got {value!r})")
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{attr.name}: must be one of {', '.join(choices)} (got {value!r})")
+
+    return check
+
+
+_positive = [_finite, attrs.validators.gt(0.0)]
+_non_negative = [_finite, attrs.validators.ge(0.0)]
+_probability = [_finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 
 
 @attrs.frozen(kw_only=True)
 class EmulatorConfig:
-    """Every knob of the emulator; the defaults behave like the real API at real speed."""
+    """Every knob of the emulator; the defaults behave like the real API at real speed.
+
+    `EmulatorConfig.realistic()` is a preset closer to the wild (see `REALISTIC`).
+    """
 
     time_scale: float = attrs.field(default=1.0, validator=_positive)
     """Emulated seconds per real second (200 makes a 60 s job take 0.3 s)."""
     estimated_time: float = attrs.field(default=60.0, validator=_positive)
-    """Emulated estimate for a std 5 s job; pro x1.5, 10 s x1.6, 15 s x2.2."""
+    """Emulated estimate for a std 5 s job; pro x1.5, each second over 5 adds 12 %."""
     spread: float = attrs.field(default=0.25, validator=_non_negative)
-    """Sigma of the lognormal actual/estimate ratio; 0 makes every job take its estimate."""
-    bias: float = 0.0
-    """Mean of log(actual/estimate): positive makes jobs run late."""
-    queue_time: float = attrs.field(default=2.0, validator=_non_negative)
-    """Emulated seconds in "pending" (capped at half the job) before "processing"."""
-    progress_shape: ProgressShape = attrs.field(
-        default="linear", validator=attrs.validators.in_(PROGRESS_SHAPES)
+    """Spread of the run/estimate ratio: the lognormal's sigma, or the uniform's half-width."""
+    bias: float = attrs.field(default=0.0, validator=_finite)
+    """Mean of log(run/estimate): positive makes jobs run late."""
+    run_distribution: RunDistribution = attrs.field(
+        default="lognormal", validator=_one_of(RUN_DISTRIBUTIONS)
     )
-    """"linear", "steps" (0/25/50/75 jumps) or "stuck" (0 until done)."""
-    fail_marker: str | None = "[fail]"
+    """"lognormal" (ratio exp(N(bias, spread))) or "uniform" (ratio U[1 ± spread] x exp(bias))."""
+    queue_time: float = attrs.field(default=2.0, validator=_non_negative)
+    """Emulated seconds every job stays "pending" before "processing"."""
+    queue_spread: float = attrs.field(default=0.0, validator=_non_negative)
+    """Extra queue, uniform in [0, queue_spread x the job's estimate]."""
+    long_queue_rate: float = attrs.field(default=0.0, validator=_probability)
+    """Probability a job also waits a long queue (an account's concurrent slots are full)."""
+    long_queue_factor: float = attrs.field(default=2.0, validator=_positive)
+    """A long queue lasts uniform in [0.5, 1] x long_queue_factor x the job's estimate."""
+    max_concurrent: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([_whole_number, attrs.validators.ge(1)]),
+    )
+    """Most jobs "processing" at once; the rest stay "pending", first come first served."""
+    clock_offset: float = attrs.field(default=0.0, validator=_finite)
+    """Emulated seconds the server clock is ahead of the real one (negative: behind)."""
+    progress_shape: ProgressShape = attrs.field(
+        default="linear", validator=_one_of(PROGRESS_SHAPES)
+    )
+    """"linear", "steps" (jumps of progress_step), "stuck" (0 until done) or "eased"."""
+    progress_step: int = attrs.field(
+        default=25, validator=[_whole_number, attrs.validators.ge(1), attrs.validators.le(99)]
+    )
+    """Size of a "steps" jump: 25 reports 0/25/50/75."""
+    fail_marker: str | None = attrs.field(default="[fail]", validator=_optional_text)
     """Prompts containing this end "failed"; None disables."""
-    url_ttl: float = attrs.field(default=86400.0, validator=_positive)
-    """Emulated seconds until a minted result URL expires."""
+    url_ttl: float = attrs.field(default=259200.0, validator=_positive)
+    """Emulated seconds until a result or upload URL expires (72 h)."""
     rate_limit: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive)
     )
     """Most API requests accepted in any 1 s sliding window; more get 429."""
     retry_after: float = attrs.field(default=1.0, validator=_non_negative)
     """Real seconds sent in Retry-After with every 429."""
-    fault_rate: float = attrs.field(
-        default=0.0, validator=[_non_negative, attrs.validators.le(1.0)]
-    )
+    fault_rate: float = attrs.field(default=0.0, validator=_probability)
     """Probability that an API request gets a random fault from `fault_kinds`."""
     fault_kinds: tuple[str, ...] = attrs.field(
         default=DEFAULT_FAULT_KINDS, converter=_to_kinds, validator=_check_kinds
@@ -138,19 +216,47 @@ class EmulatorConfig:
     """Kinds random faults are drawn from."""
     slow_delay: float = attrs.field(default=5.0, validator=_non_negative)
     """Real seconds a "slow" fault holds the response."""
-    api_keys: frozenset[str] | None = attrs.field(
-        default=None, converter=_to_keys, validator=_check_keys
+    error_style: ErrorStyle = attrs.field(default="code", validator=_one_of(ERROR_STYLES))
+    """Shape of API error bodies: "code", "error_object", "success_false" or "mixed"."""
+    max_upload_bytes: int = attrs.field(
+        default=10 * 1024 * 1024, validator=[_whole_number, attrs.validators.ge(1)]
     )
-    """Accepted keys; None accepts any non-empty Bearer token."""
-    quirks: bool = False
+    """Largest image `POST /v1/uploads/images` accepts; bigger ones get 413."""
+    api_keys: frozenset[str] | None = attrs.field(
+        default=None, converter=_to_keys, validator=_check_keys, repr=False
+    )
+    """Accepted keys; None accepts any non-empty Bearer token. Kept out of `repr`."""
+    quirks: bool = attrs.field(default=False, validator=_boolean)
     """Randomly vary response shapes the way real gateways do (see the package docstring)."""
-    seed: int | None = None
+    seed: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_whole_number)
+    )
     """Seed for every random choice, for reproducible runs."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.run_distribution == "uniform" and self.spread >= 1:
+            raise ValueError(
+                f"spread: must be below 1 with run_distribution='uniform' (got {self.spread})"
+            )
+
+    @classmethod
+    def realistic(cls, **overrides: Any) -> EmulatorConfig:
+        """The "realistic" preset: variable queues, a wide uniform run time, a skewed clock.
+
+        queue_spread 0.3, long_queue_rate 0.05, run_distribution "uniform" with spread
+        0.5, clock_offset +3 emulated seconds, linear progress; `overrides` win.
+        """
+        return cls(**{**REALISTIC, **overrides})
 
 
 def _check_fault(fault: Fault) -> None:
     if fault.kind == "429" and fault.when == "after":
         raise ValueError("a 429 refuses the request: it cannot come after the task was created")
+    if fault.retry_after is not None:
+        if fault.kind != "429":
+            raise ValueError(f"retry_after: only a 429 sends Retry-After (kind {fault.kind!r})")
+        if not fault.retry_after or not all(" " <= ch <= "~" for ch in fault.retry_after):
+            raise ValueError("retry_after: must be non-empty printable ASCII (a header value)")
     if fault.route == "any":
         if not any(kind_applies(fault.kind, route) for route in API_ROUTES):
             raise ValueError(f"fault kind {fault.kind!r} applies to no API route")
@@ -162,17 +268,20 @@ def _check_fault(fault: Fault) -> None:
 class Fault:
     """A scripted fault: the next `times` matching requests get `kind`.
 
-    `route="any"` matches the API routes (submit and status), not storage downloads.
-    On submit, `when="before"` fails the request without creating a task and
-    `when="after"` creates the task, then fails the response (the ambiguous case).
+    `route="any"` matches the API routes (submit, status and upload), not storage
+    downloads. On submit and upload, `when="before"` fails the request without creating
+    anything and `when="after"` creates the task (or stores the image), then fails the
+    response (the ambiguous case). `retry_after` (429 only) is sent verbatim as the
+    ``Retry-After`` header instead of the config's, e.g. "inf", "-1" or an HTTP date.
     """
 
-    kind: str = attrs.field(validator=attrs.validators.in_(FAULT_KINDS))
-    route: Route = attrs.field(default="any", validator=attrs.validators.in_(ROUTES))
-    times: int = attrs.field(
-        default=1, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)]
+    kind: str = attrs.field(validator=_one_of(tuple(sorted(FAULT_KINDS))))
+    route: Route = attrs.field(default="any", validator=_one_of(ROUTES))
+    times: int = attrs.field(default=1, validator=[_whole_number, attrs.validators.ge(1)])
+    when: When = attrs.field(default="before", validator=_one_of(WHENS))
+    retry_after: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
     )
-    when: When = attrs.field(default="before", validator=attrs.validators.in_(WHENS))
 
     def __attrs_post_init__(self) -> None:
         _check_fault(self)

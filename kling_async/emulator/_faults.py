@@ -3,21 +3,32 @@
 How each kind reaches the wire:
 
 =================  ==========================================================
-"429"              429, JSON error body, ``Retry-After: <retry_after>``
+"429"              429, JSON error body, ``Retry-After: <retry_after>`` (the
+                   fault's own verbatim string if it has one)
 "500"/"502"/"503"  that status, JSON error body
 "html"             502 with an nginx-style HTML page (``text/html``)
 "reset"            the TCP connection is aborted with an RST, no response at all
+"hang"             no answer until the client gives up and closes the connection
 "slow"             the normal answer, after ``slow_delay`` real seconds
-"truncated"        200 JSON (or the video) with the body cut in half
+"truncated"        200 JSON (or the file) with the body cut in half
 "body_error"       HTTP 200 with ``{"code": 500, "message": "internal"}``
+"echo_key"         500 whose message and ``code`` echo the request's Bearer token;
+                   on status, half the time instead a valid body echoing it in
+                   ``progress``, the failed task's ``error.message`` and the result URL
 "unknown_status"   a valid status body whose status is ``"mystery"``
+"garbled"          a status body that cannot be read: "completed" with ``url: null``,
+                   ``progress: "abc"`` or ``estimated_time: "NaN"`` (one at random)
+"wrong_id"         a valid status body carrying another task's id
 =================  ==========================================================
+
+Error bodies follow ``error_style`` (see `_errors`), except "body_error", whose point
+is the ``code`` of a 200 body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import random
 import socket
 import struct
@@ -25,14 +36,18 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from ._config import API_ROUTES, Fault, Route, When, format_seconds, kind_applies
+from ._config import API_ROUTES, CREATING_ROUTES, Fault, Route, When, format_seconds, kind_applies
+from ._errors import ErrorWriter, json_response
 
 __all__ = [
     "ERROR_KINDS",
     "FaultBox",
     "drop_connection",
+    "echo_error",
     "error_response",
-    "json_response",
+    "hang",
+    "rate_limited",
+    "still_connected",
     "truncated_response",
 ]
 
@@ -51,6 +66,7 @@ _HTML = (
     "</body>\r\n</html>\r\n"
 )
 _LINGER_RST = struct.pack("ii", 1, 0)
+_HANG_POLL = 0.05  # real seconds between checks that a hung client is still there
 
 
 class FaultBox:
@@ -77,7 +93,11 @@ class FaultBox:
         return [(entry[0], entry[1]) for entry in self._queue]
 
     def draw(self, route: str) -> Fault | None:
-        """The fault the next request on `route` gets, if any (consumes a scripted one)."""
+        """The fault the next request on `route` gets, if any (consumes a scripted one).
+
+        Random faults hit the API routes only; on submit and upload half of them come
+        "after" the task or image was created.
+        """
         for index, entry in enumerate(self._queue):
             fault: Fault = entry[0]
             if fault.applies_to(route):
@@ -93,37 +113,55 @@ class FaultBox:
         kind = self._rng.choice(kinds)
         when: When = "before"
         # A 429 refuses the request, so it never comes after a task was created.
-        if route == "submit" and kind != "429" and self._rng.random() < 0.5:
+        if route in CREATING_ROUTES and kind != "429" and self._rng.random() < 0.5:
             when = "after"
         return Fault(kind, route=cast(Route, route), when=when)
 
 
-def json_response(
-    payload: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    """A compact JSON response."""
-    return web.Response(
-        body=json.dumps(payload, separators=(",", ":")).encode(),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def error_response(kind: str, retry_after: float) -> web.Response:
+def error_response(fault: Fault, errors: ErrorWriter, retry_after: float) -> web.Response:
     """The canned response for an error-shaped fault kind (see `ERROR_KINDS`)."""
+    kind = fault.kind
     if kind == "html":
         return web.Response(text=_HTML, status=502, content_type="text/html")
     if kind == "body_error":
         return json_response({"code": 500, "message": "internal"})
     status = int(kind)
-    headers = {"Retry-After": format_seconds(retry_after)} if status == 429 else None
-    return json_response({"code": status, "message": _MESSAGES[status]}, status, headers)
+    if status == 429:
+        value = fault.retry_after if fault.retry_after is not None else format_seconds(retry_after)
+        return rate_limited(errors, value)
+    return errors.response(status, _MESSAGES[status])
+
+
+def rate_limited(errors: ErrorWriter, retry_after: str) -> web.Response:
+    """A 429 with ``Retry-After: <retry_after>``."""
+    return errors.response(429, _MESSAGES[429], headers={"Retry-After": retry_after})
+
+
+def echo_error(errors: ErrorWriter, token: str) -> web.Response:
+    """The "echo_key" error: a 500 whose message and code repeat the caller's API key."""
+    return errors.response(500, f"upstream rejected the API key {token}", code=token)
 
 
 def truncated_response(body: bytes) -> web.Response:
     """HTTP 200, content-type JSON, with only the first half of `body`."""
     return web.Response(body=body[: len(body) // 2], status=200, content_type="application/json")
+
+
+def still_connected(request: web.BaseRequest) -> bool:
+    """Whether the client of `request` has not gone away."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+async def hang(request: web.BaseRequest) -> web.StreamResponse:
+    """Answer nothing until the client closes the connection (or the server stops).
+
+    aiohttp signals a disconnect to a handler only by cancelling it, which this server
+    leaves off (a "slow" answer must notice the client left, not vanish), so it polls.
+    """
+    while still_connected(request):  # noqa: ASYNC110 - no disconnect event to wait on
+        await asyncio.sleep(_HANG_POLL)
+    return drop_connection(request, rst=False)
 
 
 def drop_connection(request: web.BaseRequest, *, rst: bool = True) -> web.StreamResponse:

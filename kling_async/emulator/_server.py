@@ -43,7 +43,8 @@ class Emulator:
     """A local fake of the Kling v3 API, in-process: `async with Emulator(cfg) as emu`.
 
     `port=0` / `storage_port=0` pick free ports. The storage host listens on its own
-    port, so result URLs are a different origin from `url`, as with the real service.
+    port, so result and upload URLs are a different origin from `url`, as with the real
+    service.
     """
 
     def __init__(
@@ -133,7 +134,7 @@ class Emulator:
         task = self._state.tasks.get(task_id)
         if task is None:
             raise KeyError(task_id)
-        return task.record()
+        return task.record(self._state.clock)
 
     def inject(self, *faults: Fault) -> None:
         """Queue scripted faults; they are served in order, before any random ones."""

@@ -14,8 +14,8 @@ __all__ = ["SlidingWindow", "Stats"]
 class Stats:
     """Live counters; `reset()` zeroes them in place (tasks themselves are kept).
 
-    "API requests" are submit and status calls, whatever their answer; control
-    routes (`/_stats`, ...) are never counted.
+    "API requests" are submit, status and upload calls, whatever their answer;
+    control routes (`/_stats`, ...) are never counted.
     """
 
     requests_total: int = 0
@@ -52,6 +52,25 @@ class Stats:
     """(task id, prompt) of tasks created whose submit response was then faulted."""
     faulted_submissions: list[tuple[str, str, str]] = attrs.Factory(list)
     """(prompt, fault kind, "before"|"after") of every submit request that got a fault."""
+    submits_with_key: int = 0
+    """Submit requests that carried an Idempotency-Key header (valid or not)."""
+    submits_without_key: int = 0
+    """Submit requests without one (with `submits_with_key`: every submit request)."""
+    idempotent_replays: int = 0
+    """Submits answered with an earlier task of the same key and body (nothing created)."""
+    key_conflicts: int = 0
+    """Submits refused with 409: a known key with a different body."""
+    tasks_by_key: dict[str, list[str]] = attrs.Factory(dict)
+    """Idempotency key to the ids of the tasks created with it: one each, unless two API
+    keys happened to send the same idempotency key."""
+    upload_requests: int = 0
+    """POSTs to the upload route, whatever their answer."""
+    rejected_uploads: int = 0
+    """Uploads answered 400 (not a supported image, malformed) or 413 (too large)."""
+    uploads: int = 0
+    """Images stored (including those whose upload response was then faulted)."""
+    ambiguous_uploads: int = 0
+    """Images stored whose upload response was then faulted (the client cannot know)."""
 
     def reset(self) -> None:
         """Zero every counter in place, so references to this object stay live."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from ._clock import ServerClock
 from ._config import OUTCOMES, Outcome
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in ULIDs
 _MODE_FACTOR = {"std": 1.0, "pro": 1.5}
-_DURATION_FACTOR = {5: 1.0, 10: 1.6, 15: 2.2}
+_PER_SECOND = 0.12  # each second of video over (under) 5 adds (takes) 12 % of the estimate
 
 DEFAULT_ERROR: dict[str, Any] = {
     "code": "generation_failed",
@@ -39,18 +40,29 @@ def new_task_id(rng: random.Random) -> str:
 
 
 def estimate_for(base: float, mode: str, duration: int) -> float:
-    """The emulated estimate for a job, scaled from the std 5 s `base`."""
-    return base * _MODE_FACTOR.get(mode, 1.0) * _DURATION_FACTOR.get(duration, duration / 5)
+    """The emulated estimate for a job, scaled from the std 5 s `base`.
+
+    pro x1.5; the duration factor is linear, 1 + 0.12 x (seconds - 5): 3 s x0.76,
+    5 s x1, 10 s x1.6, 15 s x2.2.
+    """
+    return base * _MODE_FACTOR.get(mode, 1.0) * (1.0 + _PER_SECOND * (duration - 5))
 
 
-def progress_at(shape: str, fraction: float) -> int:
-    """Progress (0 to 99) a processing job reports `fraction` of the way through."""
+def progress_at(shape: str, fraction: float, step: int = 25) -> int:
+    """Progress (0 to 99) a processing job reports `fraction` of the way through.
+
+    "linear" rises evenly, "steps" jumps by `step` (0/25/50/75), "stuck" stays 0,
+    "eased" rises fast then slows: 100 x (1 - (1 - f)^2).
+    """
     fraction = min(max(fraction, 0.0), 1.0)
     if shape == "stuck":
         return 0
+    if shape == "eased":
+        fraction = 1 - (1 - fraction) ** 2
+    percent = int(round(fraction * 100, 9))  # round first: 0.29 x 100 is 28.999...
     if shape == "steps":
-        return min(int(fraction * 4), 3) * 25
-    return min(int(fraction * 100), 99)
+        return min(percent // step * step, 99 // step * step)
+    return min(percent, 99)
 
 
 def _check_outcome(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
@@ -84,23 +96,44 @@ class Script:
 
 @attrs.frozen(kw_only=True)
 class TaskRecord:
-    """What the emulator knows about one job; times are wall-clock unix seconds."""
+    """The truth about one job: times are real unix seconds on the real (client's) clock.
+
+    The ``reported_*`` fields are what the status route shows instead: the server clock
+    (offset, whole emulated seconds), which is what a client has to work from.
+    """
 
     task_id: str
     prompt: str
     request: dict[str, Any]
     created: float
+    """When the submit was accepted."""
     starts_at: float
     """When the job leaves "pending" for "processing"."""
     completes_at: float
     """When the job reaches its final state (completed, failed or cancelled)."""
     estimated_time: float
-    """The estimate the status reports, in real seconds."""
+    """The server's estimate of the run, in real seconds (exact, before rounding)."""
     actual_time: float
     """`completes_at - created`, in real seconds."""
+    queue_time: float
+    """`starts_at - created`, in real seconds."""
+    run_time: float
+    """`completes_at - starts_at`, in real seconds."""
+    long_queue: bool
+    """Whether the job drew a long queue (`long_queue_rate`)."""
     outcome: Outcome
     error: dict[str, Any] | None
+    idempotency_key: str | None
+    """The `Idempotency-Key` of the submit that created the job, if any."""
     status_calls: int
+    reported_created: float
+    """`created` as the status route reports it (server clock, whole emulated seconds)."""
+    reported_completed: float
+    """`completed` as the status route reports it once the job is done."""
+    reported_estimated_time: float
+    """`estimated_time` as the status route reports it."""
+    reported_actual_time: float
+    """`actual_time` as the status route reports it once the job is done."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -118,8 +151,10 @@ class Task:
     starts_at: float
     completes_at: float
     estimated_time: float
+    long_queue: bool = False
     outcome: Outcome
     error: dict[str, Any] | None
+    idempotency_key: str | None = None
     status_calls: int = 0
 
     def status(self, now: float) -> str:
@@ -137,8 +172,10 @@ class Task:
             return 1.0
         return (now - self.starts_at) / span
 
-    def record(self) -> TaskRecord:
-        """A frozen snapshot for callers."""
+    def record(self, clock: ServerClock) -> TaskRecord:
+        """A frozen snapshot for callers, with what `clock` reports beside the truth."""
+        created = clock.stamp(self.created)
+        completed = clock.stamp(self.completes_at)
         return TaskRecord(
             task_id=self.task_id,
             prompt=self.prompt,
@@ -148,7 +185,15 @@ class Task:
             completes_at=self.completes_at,
             estimated_time=self.estimated_time,
             actual_time=self.completes_at - self.created,
+            queue_time=self.starts_at - self.created,
+            run_time=self.completes_at - self.starts_at,
+            long_queue=self.long_queue,
             outcome=self.outcome,
             error=self.error,
+            idempotency_key=self.idempotency_key,
             status_calls=self.status_calls,
+            reported_created=created,
+            reported_completed=completed,
+            reported_estimated_time=clock.duration(self.estimated_time),
+            reported_actual_time=clock.between(created, completed),
         )

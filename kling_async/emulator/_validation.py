@@ -6,13 +6,23 @@ accepted, as the real endpoint serves other models with other fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ASPECT_RATIOS", "DURATIONS", "MODES", "submission_error"]
+__all__ = [
+    "ASPECT_RATIOS",
+    "MAX_DURATION",
+    "MAX_I2V_OR_PRO_DURATION",
+    "MIN_DURATION",
+    "MODES",
+    "submission_error",
+]
 
 MODES = ("std", "pro")
-DURATIONS = (5, 10, 15)
+MIN_DURATION = 3
+MAX_DURATION = 15
+MAX_I2V_OR_PRO_DURATION = 10
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 
 
@@ -27,8 +37,14 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def submission_error(body: Any) -> str | None:
-    """The first rule `body` breaks, or None when the server would accept it."""
+def submission_error(
+    body: Any, url_problem: Callable[[str], str | None] | None = None
+) -> str | None:
+    """The first rule `body` breaks, or None when the server would accept it.
+
+    `url_problem` tells why the server could not fetch an image URL (e.g. an expired
+    upload of the emulator's own storage host), or None when it can.
+    """
     if not isinstance(body, dict):
         return "body: must be a JSON object"
     model = body.get("model")
@@ -43,8 +59,8 @@ def submission_error(body: Any) -> str | None:
     duration = body.get("duration", 5)
     if not _is_int(duration):
         return "duration: must be an integer (a JSON number, not a string)"
-    if duration not in DURATIONS:
-        return "duration: must be one of 5, 10, 15"
+    if not MIN_DURATION <= duration <= MAX_DURATION:
+        return f"duration: must be a whole number of seconds from {MIN_DURATION} to {MAX_DURATION}"
     aspect_ratio = body.get("aspect_ratio", "16:9")
     if aspect_ratio not in ASPECT_RATIOS:
         return "aspect_ratio: must be one of 16:9, 9:16, 1:1"
@@ -68,8 +84,14 @@ def submission_error(body: Any) -> str | None:
     for flag in ("watermark", "audio"):
         if flag in body and body[flag] is not None and not isinstance(body[flag], bool):
             return f"{flag}: must be a boolean"
-    if duration == 15 and images:
-        return "duration: 15 s is text-to-video only (image-to-video supports 5 or 10)"
-    if mode == "pro" and duration > 10:
-        return "duration: pro mode supports at most 10 s"
+    if images and duration > MAX_I2V_OR_PRO_DURATION:
+        return f"duration: image-to-video supports at most {MAX_I2V_OR_PRO_DURATION} s"
+    if mode == "pro" and duration > MAX_I2V_OR_PRO_DURATION:
+        return f"duration: pro mode supports at most {MAX_I2V_OR_PRO_DURATION} s"
+    if url_problem is not None:
+        for field, urls in (("image_urls", images or []), ("last_frame_image", [last_frame])):
+            for url in urls:
+                problem = url_problem(url) if isinstance(url, str) else None
+                if problem is not None:
+                    return f"{field}: cannot fetch {url} ({problem})"
     return None
