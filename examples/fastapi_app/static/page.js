@@ -148,8 +148,8 @@ function showProblem(card, message) {
 }
 
 function showVideo(card, urls) {
-  if (!urls.length) {
-    showProblem(card, "The task completed without a video URL.");
+  if (!urls.length || !/^https?:\/\//i.test(urls[0])) {
+    showProblem(card, "The task completed without a usable video URL.");
     return;
   }
   const video = document.createElement("video");
@@ -163,7 +163,7 @@ function showVideo(card, urls) {
     p.className = "error";
     p.textContent = "The video did not load (result links expire: reload for a fresh one).";
     video.after(p);
-  });
+  }, { once: true });
   const link = document.createElement("a");
   link.href = urls[0];
   link.textContent = "Open the video";
