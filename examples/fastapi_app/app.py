@@ -9,6 +9,7 @@ exception handler (:func:`http_error`).
     GET  /videos/{id}              status and progress now
     GET  /videos/{id}/events       server-sent events with each change, until the task ends
     GET  /videos/{id}/result       wait up to ?timeout= s: 200 with the URL, 202 if still running
+    GET  /                         a page to try it in a browser (static/: plain HTML, CSS, JS)
 
 Run it: ``uvicorn app:app`` in this directory with ``APIMART_API_KEY`` (and, for the
 emulator, ``APIMART_BASE_URL``) set; see README.md.
@@ -22,11 +23,13 @@ import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 
 from kling_async import (
@@ -56,6 +59,7 @@ logger = logging.getLogger("kling_service")
 
 MAX_WAIT = 300.0  # longest ?timeout= a client may ask /result to wait, in seconds
 STILL_RUNNING_RETRY_AFTER = "5"  # seconds a 202 from /result suggests before asking again
+PAGE_DIR = Path(__file__).resolve().parent / "static"  # the page GET / serves, and its files
 
 #: A request handler should not sit out a long Retry-After: a 429 asking for more than 5 s
 #: goes straight back to the client (as a 429 with that Retry-After) instead.
@@ -362,6 +366,13 @@ def create_app(
             )
         urls = [video.url for video in result.videos]
         return ResultOut(id=result.task_id, url=result.url, video_urls=urls)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The page: a form to submit, and a card per task following its events."""
+        return FileResponse(PAGE_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=PAGE_DIR), name="static")
 
     return app
 
