@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"tasks": args.tasks, "seed": args.seed, "rows": rows}, indent=2))
+    report = {"tasks": args.tasks, "seed": args.seed, "rows": rows}
+    args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -391,11 +391,10 @@ async def test_abandoned_stream_releases_the_poller(kling_emulator: Emulator) ->
         events = example.progress_events(task, heartbeat=0.01)
         assert (await anext(events)).startswith("event: progress")
         assert await anext(events) == ": keep-alive\n\n"
-        assert session.poller is not None
-        assert len(session.poller) == 1
+        assert session.poll_stats().tasks == 1
         await events.aclose()
         await asyncio.sleep(0.01)
-        assert len(session.poller) == 0
+        assert session.poll_stats().tasks == 0
 
 
 @pytest.mark.parametrize(
