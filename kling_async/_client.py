@@ -173,13 +173,24 @@ class Reply:
 class ApiClient:
     """The session's calls to the API over a :class:`Transport`."""
 
-    __slots__ = ("_auth", "_config", "_paid", "_redactor", "clock", "closing", "transport")
+    __slots__ = (
+        "_auth",
+        "_config",
+        "_paid",
+        "_redactor",
+        "clock",
+        "closing",
+        "paid_sent",
+        "transport",
+    )
 
     def __init__(self, config: SessionConfig, transport: Transport, clock: ServerClock) -> None:
         self._config = config
         self._auth = f"Bearer {config.api_key}"
         self._redactor = Redactor(config.api_key)
         self._paid: set[asyncio.Task[Any]] = set()
+        #: Set each time a paid POST gets its answer (close() waits for those).
+        self.paid_sent = asyncio.Event()
         self.transport = transport
         self.clock = clock
         #: Set when the session starts closing: nothing new is sent after that.
@@ -245,11 +256,15 @@ class ApiClient:
         finally:
             if task is not None:
                 self._paid.discard(task)
-        self.clock.observe(raw.headers.get("Date"), sent, time.monotonic())
+                self.paid_sent.set()
+
+        headers = self._redactor.headers(raw.headers)
+        self.clock.observe(headers.get("Date"), sent, time.monotonic())
         payload = self._decode(raw.status, raw.body)
         if not 200 <= raw.status < 300 or _reports_error(payload):
-            raise error_from_response(raw.status, payload, raw.headers)
-        return Reply(payload, raw.headers)
+            raise error_from_response(raw.status, payload, headers)
+        return Reply(payload, headers)
+
 
     def _decode(self, status: int, raw: bytes) -> Any:
         """The scrubbed JSON body; garbage is an InvalidResponseError unless the status

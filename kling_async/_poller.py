@@ -98,8 +98,9 @@ class _Watch:
         self.task_id = task_id
         self.forecast = forecast
         self.futures: list[asyncio.Future[TaskSnapshot]] = []
-        self.queues: list[asyncio.Queue[TaskSnapshot | BaseException]] = []
-        self.fetches: list[asyncio.Future[TaskSnapshot]] = []
+        # Update queues and fetches are rare: a shared empty tuple until the first one.
+        self.queues: list[asyncio.Queue[TaskSnapshot | BaseException]] | tuple[()] = ()
+        self.fetches: list[asyncio.Future[TaskSnapshot]] | tuple[()] = ()
         self.snapshot: TaskSnapshot | None = None  # the last one, kept for update queues only
         self.failures = 0  # transient failures in a row
         self.unreadable = 0  # unreadable answers in a row
@@ -169,7 +170,10 @@ class Poller:
     ) -> asyncio.Queue[TaskSnapshot | BaseException]:
         """A queue fed with every new snapshot until a terminal one (or an error)."""
         queue: asyncio.Queue[TaskSnapshot | BaseException] = asyncio.Queue()
-        self._watch(task_id, kind, submitted).queues.append(queue)
+        watch = self._watch(task_id, kind, submitted)
+        if not watch.queues:
+            watch.queues = []
+        watch.queues.append(queue)
         return queue
 
     def fetch(self, task_id: str) -> asyncio.Future[TaskSnapshot]:
@@ -180,6 +184,8 @@ class Poller:
         """
         future: asyncio.Future[TaskSnapshot] = asyncio.get_running_loop().create_future()
         watch = self._watch(task_id, None, None)
+        if not watch.fetches:
+            watch.fetches = []
         watch.fetches.append(future)
         if watch.seq != -1:  # not in flight: make it due now, ahead of everyone
             self._schedule(watch, 0.0, FETCH_PRIORITY)
@@ -202,6 +208,7 @@ class Poller:
             return
         for listeners in (watch.futures, watch.queues, watch.fetches):
             if listener in listeners:
+                assert isinstance(listeners, list)
                 listeners.remove(listener)  # type: ignore[arg-type]
                 break
         if watch.idle:
@@ -459,7 +466,7 @@ class Poller:
                 self._schedule(other)
 
     def _resolve_fetches(self, watch: _Watch, result: TaskSnapshot | BaseException) -> None:
-        fetches, watch.fetches = watch.fetches, []
+        fetches, watch.fetches = watch.fetches, ()
         for future in fetches:
             if future.done():
                 continue

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 __all__ = ["MASK", "Redactor"]
 
 MASK = "***"
@@ -33,6 +35,13 @@ class Redactor:
         """``value`` with the secret masked (cut it short only after this)."""
         secret = self._secret
         return value.replace(secret, MASK) if secret and secret in value else value
+
+    def headers(self, headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
+        """``headers`` with the secret masked in every value (the same object if clean)."""
+        secret = self._secret
+        if not secret or not any(secret in value for value in headers.values()):
+            return headers
+        return CIMultiDictProxy(CIMultiDict((k, self.text(v)) for k, v in headers.items()))
 
     def scrub(self, payload: Any) -> Any:
         """A copy of decoded JSON with the secret masked in every key and string."""

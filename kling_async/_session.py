@@ -148,14 +148,20 @@ class KlingSession:
         if self._closed:
             return
         self._closed = True
-        self._client.closing = True
-        ops = [op for op in self._ops if not op.done()]
-        for op in ops:
-            if not self._client.sending_paid(op):
-                op.cancel()
-        if ops:
-            await asyncio.gather(*ops, return_exceptions=True)
+        client = self._client
+        client.closing = True
+        pending = {op for op in self._ops if not op.done()}
+        while pending:
+            for op in pending:
+                if not client.sending_paid(op):
+                    op.cancel()  # asleep before a retry, or not paid: end it now
+            client.paid_sent.clear()
+            answered = asyncio.ensure_future(client.paid_sent.wait())
+            await asyncio.wait({*pending, answered}, return_when=asyncio.FIRST_COMPLETED)
+            answered.cancel()
+            pending = {op for op in pending if not op.done()}
         await self._poller.close()
+
         await self._transport.close()
 
     def _check_open(self) -> None:

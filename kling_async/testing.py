@@ -153,8 +153,9 @@ def server_error(
 ) -> Fault:
     """The next ``times`` requests (on ``route``) get HTTP ``status`` (500, 502 or 503).
 
-    A submit refused this way leaves the SDK unsure whether it was accepted: it raises
-    :class:`~kling_async.SubmissionUncertainError`.
+    A submit answered this way may or may not have been taken: the SDK retries it with the
+    same idempotency key, and raises :class:`~kling_async.SubmissionUncertainError` only
+    when every attempt got such an answer.
     """
     if status not in (500, 502, 503):
         raise ValueError(f"status: must be 500, 502 or 503 (got {status!r})")

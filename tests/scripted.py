@@ -87,6 +87,5 @@ def scripted_session(transport: ScriptedTransport, **options: Any) -> KlingSessi
     """A session on a scripted transport with test-speed policies."""
     options.setdefault("poll", FAST_POLL)
     options.setdefault("retry", FAST_RETRY)
-    return KlingSession(
-        api_key="sk-scripted-test-key", base_url="https://api.test", transport=transport, **options
-    )
+    options.setdefault("api_key", "sk-scripted-test-key")
+    return KlingSession(base_url="https://api.test", transport=transport, **options)

@@ -1,9 +1,10 @@
-"""Chaos: 1,000 tasks through 20 % faulty requests lose nothing and pay for nothing twice."""
+"""Chaos: tasks through faulty and hostile answers lose nothing and pay for nothing twice."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import time
 from typing import Any
 
@@ -13,7 +14,6 @@ from kling_async import (
     KlingSession,
     PollPolicy,
     RetryPolicy,
-    SubmissionUncertainError,
     TaskFailedError,
     TextToVideo,
 )
@@ -25,7 +25,9 @@ RATE = 600
 
 
 async def test_a_thousand_tasks_through_twenty_percent_faults():
-    """Every task ends in its true outcome; ambiguity, rate, deadlines and cleanup all hold."""
+    """Every task ends in its true outcome, each prompt paid once, rate and cleanup hold,
+    through 429s, 5xx, resets, slow, truncated, HTML, garbled, wrong-task and key-echoing
+    answers."""
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
@@ -34,7 +36,10 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
         spread=0.25,
         queue_time=4.0,
         fault_rate=0.2,
-        fault_kinds=("429", "500", "502", "503", "reset", "slow", "truncated", "html"),
+        fault_kinds=(
+            "429", "500", "502", "503", "reset", "slow", "truncated", "html",
+            "garbled", "wrong_id", "echo_key",
+        ),
         slow_delay=0.6,
         retry_after=0.05,
         seed=2026,
@@ -48,18 +53,8 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
         session = KlingSession(
             api_key=API_KEY, base_url=emu.url, poll=poll, retry=retry, request_timeout=0.3
         )
-        submitted = await asyncio.gather(
-            *(session.submit(TextToVideo(p)) for p in prompts), return_exceptions=True
-        )
-        known = {t.id: p for p, t in zip(prompts, submitted, strict=True) if not _is_error(t)}
-        uncertain = {p for p, t in zip(prompts, submitted, strict=True) if _is_error(t)}
-        other = [
-            t for t in submitted if _is_error(t) and not isinstance(t, SubmissionUncertainError)
-        ]
-        assert other == []
-
+        handles = await asyncio.gather(*(session.submit(TextToVideo(p)) for p in prompts))
         started = time.monotonic()
-        handles = [t for t in submitted if not _is_error(t)]
         outcomes = await asyncio.gather(
             *(h.wait(timeout=DEADLINE) for h in handles), return_exceptions=True
         )
@@ -68,25 +63,20 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
         records = {h.id: emu.task_record(h.id) for h in handles}
         await session.close()
 
-    # Every known task ended in its true outcome, well before its deadline.
+    # Every task ended in its true outcome, well before its deadline.
     assert waited < DEADLINE
     for handle, outcome in zip(handles, outcomes, strict=True):
-        truth = records[handle.id].outcome
-        if truth == "completed":
+        if records[handle.id].outcome == "completed":
             assert not _is_error(outcome), outcome
             assert outcome.task_id == handle.id
         else:
             assert isinstance(outcome, TaskFailedError), outcome
-    # Uncertainty was raised exactly where a POST was faulted ambiguously (not on 429s).
-    ambiguous = {prompt for prompt, kind, _ in stats.faulted_submissions if kind != "429"}
-    assert uncertain == ambiguous
-    assert len(known) + len(uncertain) == TASKS
-    # No task created twice, none the client does not know of beyond the ambiguous ones.
+    # Each prompt was paid for once, under its own key, and every task is known.
     created = stats.created_tasks
-    assert len(set(created.values())) == len(created)
-    after_fault_ids = {task_id for task_id, _ in stats.ambiguous_submissions}
-    assert set(created) - set(known) <= after_fault_ids
-    assert set(known) <= set(created)
+    assert sorted(created.values()) == sorted(prompts)
+    assert set(created) == {h.id for h in handles}
+    assert all(len(ids) == 1 for ids in stats.tasks_by_key.values())
+    assert stats.submits_without_key == 0
     # The session-wide rate cap held in every 1 s window the emulator saw.
     assert 0 < stats.max_status_per_second <= RATE
     assert sum(stats.faults_injected.values()) > 0.1 * stats.requests_total
@@ -95,6 +85,41 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
     gc.collect()
     await asyncio.sleep(0)
     assert loop_errors == []
+
+
+async def test_lost_submit_answers_never_pay_twice():
+    """300 submits, 10 % of whose answers are lost after the task was created and 10 %
+    failing before: no SubmissionUncertainError, no task created twice, every task known,
+    every POST carrying a key."""
+    submits = 300
+    rng = random.Random(11)
+    faults = [
+        Fault(rng.choice(("500", "502", "reset", "truncated", "hang", "slow")), route="submit",
+              when=when)
+        for when in ("after", "before")
+        for _ in range(submits // 10)
+    ]
+    rng.shuffle(faults)
+    config = EmulatorConfig(time_scale=200.0, slow_delay=0.5, retry_after=0.05, seed=7)
+    retry = RetryPolicy(max_attempts=6, base_delay=0.01, max_delay=0.1)
+    async with Emulator(config) as emu:
+        emu.inject(*faults)
+        async with KlingSession(
+            api_key=API_KEY, base_url=emu.url, retry=retry, request_timeout=0.25
+        ) as session:
+            results = await asyncio.gather(
+                *(session.submit(TextToVideo(f"paid {i}")) for i in range(submits)),
+                return_exceptions=True,
+            )
+        stats = emu.stats
+    assert [r for r in results if _is_error(r)] == []
+    assert sorted(stats.created_tasks.values()) == sorted(f"paid {i}" for i in range(submits))
+    assert set(stats.created_tasks) == {task.id for task in results}
+    assert all(len(ids) == 1 for ids in stats.tasks_by_key.values())
+    assert len(stats.tasks_by_key) == submits
+    assert stats.submits_without_key == 0
+    assert stats.idempotent_replays >= submits // 10 - 5  # the lost answers, replayed
+    assert emu.pending_faults() == []
 
 
 def _is_error(value: object) -> bool:

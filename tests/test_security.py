@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import FAST_POLL, FAST_RETRY, fast_session
+from scripted import ScriptedTransport, scripted_session, status_body, task_of
 
 from kling_async import (
-    AuthenticationError,
     DownloadError,
     InvalidResponseError,
     KlingError,
@@ -102,10 +102,12 @@ async def test_the_key_never_appears_in_reprs_logs_or_errors(tmp_path, caplog):
     """With faults, failures and a key-echoing server, no repr, log or error text shows the key."""
     caplog.set_level(logging.DEBUG)  # every logger, aiohttp's included
     seen: list[object] = []
-    async with Emulator(EmulatorConfig(time_scale=200.0, retry_after=0.01)) as emu:
+    config = EmulatorConfig(time_scale=200.0, retry_after=0.01, api_keys=[SECRET])
+    async with Emulator(config) as emu:
         session = hostile_session(emu.url)
-        seen += [session, session.config, session._transport]
+        seen += [session, session.config, session._transport, session._client]
         emu.inject(Fault("500", route="status"), Fault("429", route="status"))
+        emu.inject(Fault("echo_key", route="status", times=4))
         task = await session.submit(TextToVideo("a secret cat"))
         result = await task
         seen += [task, task.snapshot, result, await session.download(result, tmp_path / "v.mp4")]
@@ -115,27 +117,76 @@ async def test_the_key_never_appears_in_reprs_logs_or_errors(tmp_path, caplog):
                 await attempt
             except KlingError as exc:
                 seen.append(exc)
-        emu.inject(Fault("500", route="submit", when="after"))
+        emu.inject(Fault("echo_key", route="submit", times=FAST_RETRY.max_attempts))
         try:
             await session.submit(TextToVideo("ambiguous"))
         except SubmissionUncertainError as exc:
             seen.append(exc)
         await session.close()
         seen.append(session)
-
-    echo = Recorder(json_answer({"code": 401, "message": f"invalid key {SECRET}"}, status=401))
-    async with serve(echo) as url, hostile_session(url) as session:
-        with pytest.raises(AuthenticationError) as info:
-            await session.submit(TextToVideo("x"))
-        seen.append(info.value)
     assert len(seen) >= 12
+    assert_no_key(seen, caplog)
+
+
+def assert_no_key(seen: list[object], caplog: pytest.LogCaptureFixture) -> None:
+    """Neither the key nor any 8-character piece of it shows in objects or log records."""
+    pieces = {SECRET[i : i + 8] for i in range(len(SECRET) - 7)}
     for obj in seen:
         for text in texts_of(obj):
-            assert SECRET not in text, (type(obj), text)
+            assert not any(piece in text for piece in pieces), (type(obj), text)
     assert caplog.records
     for record in caplog.records:
-        assert SECRET not in record.getMessage()
-        assert SECRET not in repr(record.args)
+        shown = record.getMessage() + repr(record.args)
+        assert not any(piece in shown for piece in pieces), shown
+
+
+ECHOES = {
+    "a message cut across the key": (400, {"code": 400, "message": "x" * 490 + SECRET}, {}),
+    "the error code": (400, {"code": SECRET, "message": "bad"}, {}),
+    "the error object": (
+        422,
+        {"error": {"message": SECRET, "type": SECRET, "code": SECRET, "param": SECRET}},
+        {"X-Request-Id": SECRET},
+    ),
+    "a success:false body": (200, {"success": False, "message": f"key {SECRET} refused"}, {}),
+    "the submit task id": (200, {"code": 200, "data": [{"task_id": SECRET}]}, {}),
+}
+
+
+@pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
+async def test_an_echoed_key_never_reaches_an_error(echo, caplog):
+    """Wherever a server echoes the key in an answer to a submit, the error shows none of it."""
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("kling_async").debug("start")
+    transport = ScriptedTransport(lambda method, path, n: echo)
+    async with scripted_session(transport, api_key=SECRET) as session:
+        with pytest.raises(KlingError) as info:
+            await session.submit(TextToVideo("x"))
+    assert_no_key([info.value], caplog)
+
+
+async def test_an_echoed_key_never_reaches_a_status_a_result_or_a_failure(caplog):
+    """A status echoing the key in a failed task's message, the progress or the result URL
+    shows none of it in snapshots, results, errors or logs."""
+    caplog.set_level(logging.DEBUG)
+    bodies = {
+        "failed": status_body("failed", "failed", 0, error={"code": SECRET, "message": SECRET}),
+        "progress": status_body("progress", "processing", SECRET),
+        "url": status_body(
+            "url", result={"videos": [{"url": f"https://cdn.test/v.mp4?key={SECRET}"}]}
+        ),
+    }
+    transport = ScriptedTransport(lambda method, path, n: bodies[task_of(path)])
+    seen: list[object] = []
+    async with scripted_session(transport, api_key=SECRET) as session:
+        for task_id in bodies:
+            task = session.task(task_id)
+            try:
+                seen.append(await task.wait(timeout=5))
+            except KlingError as exc:
+                seen.append(exc)
+            seen += [task, task.snapshot]
+    assert_no_key(seen, caplog)
 
 
 async def test_result_urls_on_other_hosts_never_get_the_key(tmp_path):
@@ -197,20 +248,23 @@ async def test_hostile_status_answers_are_kling_errors(answer, expected):
 
 
 async def test_hostile_status_answers_never_crash_the_poller():
-    """Waiting on a task whose status is garbage ends at the deadline; the session still works."""
-    answer = json_answer({"code": 200, "data": {"id": "task_1", "progress": "NaN"}})
-    async with serve(Recorder(answer)) as url:
-        session = fast_session(url)
-        async with session:
-            with pytest.raises(TaskTimeoutError):
-                await session.task("task_1").wait(timeout=0.3)
-            assert session.poller is not None
-            assert session.poller._driver is not None
-            assert not session.poller._driver.done()
+    """A task whose status stays garbage fails with the parse error; the session still works."""
+    garbage = json_answer({"code": 200, "data": {"id": "task_1", "progress": "NaN"}})
+    fine = json_answer({"code": 200, "data": {"id": "task_2", "status": "processing"}})
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await (garbage if request.path.endswith("task_1") else fine)(request)
+
+    async with serve(Recorder(handler)) as url, fast_session(url) as session:
+        with pytest.raises(InvalidResponseError, match="NaN"):
+            await session.task("task_1").wait(timeout=5)
+        with pytest.raises(TaskTimeoutError):
+            await session.task("task_2").wait(timeout=0.2)
 
 
 async def test_submit_answer_with_a_path_like_id_is_uncertain():
-    """A submit answer whose task id could rewrite URLs is refused as uncertain, not used."""
+    """A submit answer whose task id could rewrite URLs is never used: retried with the
+    same key, then uncertain."""
     answer = json_answer({"code": 200, "data": [{"status": "submitted", "task_id": "a/../b"}]})
     async with serve(Recorder(answer)) as url, hostile_session(url) as session:
         with pytest.raises(SubmissionUncertainError):
@@ -221,7 +275,7 @@ async def test_submit_answer_with_a_path_like_id_is_uncertain():
 async def test_result_urls_with_odd_schemes_are_never_fetched(url, tmp_path):
     """A result URL that is not http(s) is refused before any request."""
     async with Emulator() as emu, hostile_session(emu.url) as session:
-        with pytest.raises(DownloadError, match="non-http"):
+        with pytest.raises(DownloadError, match="not http"):
             await session.download(VideoResult("task_x", (Video(url=url),)), tmp_path / "v.mp4")
     assert list(tmp_path.iterdir()) == []
 
@@ -262,5 +316,5 @@ def test_insecure_base_url_is_refused_without_opt_in():
 
 def test_validation_errors_name_field_and_rule():
     """Bad input fails before any network call with the field and rule in the message."""
-    with pytest.raises(RequestValidationError, match=r"^duration: .*5, 10, 15"):
-        TextToVideo("x", duration=12)
+    with pytest.raises(RequestValidationError, match=r"^duration: .*from 3 to 15"):
+        TextToVideo("x", duration=16)

@@ -8,10 +8,11 @@ import logging
 import time
 
 import pytest
-from conftest import API_KEY, fast_session, stray_tasks
+from conftest import API_KEY, FAST_RETRY, fast_session, stray_tasks
 
 from kling_async import (
     AuthenticationError,
+    IdempotencyConflictError,
     ImageToVideo,
     KlingError,
     NetworkError,
@@ -185,27 +186,78 @@ async def test_submit_retries_a_429_without_paying_twice(session, emulator):
 
 @pytest.mark.parametrize(
     ("kind", "when"),
-    [("500", "after"), ("reset", "after"), ("truncated", "after"), ("502", "before")],
+    [("500", "after"), ("reset", "after"), ("truncated", "after"), ("hang", "after"),
+     ("502", "before")],
 )
-async def test_ambiguous_submit_raises_uncertain_and_is_not_retried(session, emulator, kind, when):
-    """A 5xx, reset or garbled answer to a POST raises SubmissionUncertainError with the request."""
+async def test_a_lost_submit_answer_is_retried_with_its_key_and_paid_once(
+    session, emulator, kind, when
+):
+    """A 5xx, reset, garbled or lost answer to a POST is retried with the same key and
+    body; the server replays the task it created, so exactly one is paid for."""
     emulator.inject(Fault(kind, route="submit", when=when))
+    task = await session.submit(TextToVideo("maybe paid"))
+    assert emulator.stats.submissions == 1
+    assert list(emulator.stats.created_tasks) == [task.id]
+    assert emulator.stats.submit_requests == 2
+    assert emulator.stats.tasks_by_key == {task.idempotency_key: [task.id]}
+    assert emulator.stats.idempotent_replays == (1 if when == "after" else 0)
+
+
+async def test_uncertain_only_when_retries_run_out_and_settled_by_its_key(session, emulator):
+    """Every attempt's answer lost: SubmissionUncertainError carrying the key; submitting
+    the same request with that key later returns the task that was created, unpaid."""
+    emulator.inject(Fault("500", route="submit", when="after", times=FAST_RETRY.max_attempts))
     request = TextToVideo("maybe paid")
     with pytest.raises(SubmissionUncertainError) as info:
         await session.submit(request)
-    assert info.value.request is request
-    assert emulator.stats.submit_requests == 1
-    assert emulator.stats.submissions == (1 if when == "after" else 0)
+    error = info.value
+    assert error.request == request and error.idempotency_key
+    assert emulator.stats.submissions == 1
+    task = await session.submit(error.request, idempotency_key=error.idempotency_key)
+    assert emulator.stats.submissions == 1
+    assert list(emulator.stats.created_tasks) == [task.id]
 
 
-async def test_submit_timeout_is_uncertain(emulator):
-    """A submit answered slower than the request timeout is uncertain, never retried."""
+async def test_a_key_reused_for_another_request_is_a_typed_error(session, emulator):
+    """Submitting a different request under a key already used is refused, saying so."""
+    await session.submit(TextToVideo("first"), idempotency_key="order-42")
+    with pytest.raises(IdempotencyConflictError, match="reused"):
+        await session.submit(TextToVideo("second"), idempotency_key="order-42")
+    assert emulator.stats.submissions == 1
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 192, "ключ", 42])
+async def test_a_bad_idempotency_key_is_refused_before_sending(session, emulator, key):
+    """A key that cannot be a header value is a RequestValidationError; nothing is sent."""
+    with pytest.raises(RequestValidationError, match="idempotency_key"):
+        await session.submit(TextToVideo("x"), idempotency_key=key)
+    assert emulator.stats.submit_requests == 0
+
+
+async def test_a_submit_timeout_is_retried_with_its_key(emulator):
+    """A submit answered slower than the request timeout is retried with the same key:
+    the replay returns the task the first attempt created."""
     async with Emulator(EmulatorConfig(time_scale=200.0, slow_delay=1.0)) as emu:
         async with fast_session(emu.url, request_timeout=0.2) as session:
             emu.inject(Fault("slow", route="submit", when="after"))
-            with pytest.raises(SubmissionUncertainError):
-                await session.submit(TextToVideo("slow answer"))
-            assert emu.stats.submit_requests == 1
+            task = await session.submit(TextToVideo("slow answer"))
+            assert emu.stats.submissions == 1
+            assert emu.stats.created_tasks == {task.id: "slow answer"}
+
+
+async def test_every_submit_carries_its_own_fresh_key(session, emulator):
+    """Two submits of the same request are two tasks: each logical request has its key."""
+    first = await session.submit(TextToVideo("twice"))
+    second = await session.submit(TextToVideo("twice"))
+    assert first.id != second.id and first.idempotency_key != second.idempotency_key
+    assert emulator.stats.submits_without_key == 0
+
+
+async def test_the_newer_response_shape_is_read_when_asked_for(emulator):
+    """With response_version='2026-07-27' the object-shaped submit answer is read."""
+    async with fast_session(emulator.url, response_version="2026-07-27") as session:
+        task = await session.submit(TextToVideo("versioned"))
+        assert (await task).task_id == task.id
 
 
 async def test_refused_connection_is_retried_then_raised_as_not_sent(unused_tcp_port):

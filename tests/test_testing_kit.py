@@ -88,7 +88,7 @@ async def test_slow_prompt_stretches_the_run_time(
     quick = await kling_session.submit(TextToVideo("a hummingbird"))
     slow_record = kling_emulator.task_record(slow.id)
     quick_record = kling_emulator.task_record(quick.id)
-    assert slow_record.actual_time == pytest.approx(8.0 * quick_record.actual_time, rel=0.01)
+    assert slow_record.run_time == pytest.approx(8.0 * quick_record.run_time, rel=0.01)
     await quick.wait(5)
     with pytest.raises(TaskTimeoutError):
         await slow.wait(0.05)
@@ -119,14 +119,18 @@ async def test_rate_limit_on_status_route(
     assert kling_emulator.stats.submit_requests == 1
 
 
-async def test_server_error_on_submit_makes_submission_uncertain(
+async def test_server_error_on_submit_is_retried_then_uncertain(
     kling_session: KlingSession, kling_emulator: Emulator
 ) -> None:
-    """server_error on submit yields SubmissionUncertainError; bad statuses are refused."""
+    """One server_error on submit is retried with the same key; one per attempt leaves the
+    submission uncertain; bad statuses are refused."""
     fault = server_error(kling_emulator, status=502, route="submit")
     assert fault.kind == "502"
-    with pytest.raises(SubmissionUncertainError):
+    await kling_session.submit(TextToVideo("a passing storm"))
+    server_error(kling_emulator, status=503, route="submit", times=FAST_RETRY.max_attempts)
+    with pytest.raises(SubmissionUncertainError) as info:
         await kling_session.submit(TextToVideo("a storm"))
+    assert info.value.idempotency_key
     with pytest.raises(ValueError, match="500, 502 or 503"):
         server_error(kling_emulator, status=404)
 
