@@ -31,7 +31,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import NamedTuple
 
 from ._clock import ServerClock
@@ -265,6 +265,9 @@ class Forecaster:
         self._ended: set[int] = set()
         self._lessons: list[tuple[int, Kind | None, str, float]] = []
         self._learning: dict[Kind, set[TaskForecast]] = {}
+        #: Called with each lesson this process learns, to share it (None: keep it).
+        self.share: Callable[[Kind | None, str, float], None] | None = None
+
 
     # -- tracking ------------------------------------------------------------------------
 
@@ -489,7 +492,13 @@ class Forecaster:
     # -- learning ------------------------------------------------------------------------
 
     def observe(
-        self, forecast: TaskForecast, snapshot: TaskSnapshot, sent: float, received: float
+        self,
+        forecast: TaskForecast,
+        snapshot: TaskSnapshot,
+        sent: float,
+        received: float,
+        *,
+        teach: bool = True,
     ) -> Iterable[TaskForecast]:
         """Learn from one answer, read between local ``sent`` and ``received``. Returns the
         tasks that waited for this kind's estimate and should now be planned again."""
@@ -509,7 +518,7 @@ class Forecaster:
             self._all.estimate = estimate
         status = snapshot.status
         if status.is_terminal:
-            if status == TaskStatus.COMPLETED and forecast.running_at > -math.inf:
+            if teach and status == TaskStatus.COMPLETED and forecast.running_at > -math.inf:
                 # Finished somewhere between the last check that saw it running and this
                 # one: most likely where the belief put it within that bracket.
                 belief = self.belief(forecast)
@@ -531,7 +540,8 @@ class Forecaster:
             if forecast.read_progress(when, snapshot.progress):
                 model = self._model(forecast.kind)
                 model.step = math.gcd(model.step, snapshot.progress)
-            self._learn_queue(forecast)
+            if teach:
+                self._learn_queue(forecast)
         return woken
 
     def _learn(self, forecast: TaskForecast, finish: float) -> None:
@@ -563,8 +573,20 @@ class Forecaster:
                 heapq.heappush(self._lessons, (forecast.order, forecast.kind, name, value))
 
     def _teach(self, kind: Kind | None, name: str, value: float) -> None:
-        """Learn one sample; a kind whose model changed enough gets a new epoch, so
-        checks planned on the old one are planned again when they come due."""
+        """Learn one sample of this process's own, and share it."""
+        self.teach(kind, name, value)
+        if self.share is not None:
+            self.share(kind, name, value)
+
+    def teach(self, kind: Kind | None, name: str, value: float) -> None:
+        """Learn one sample (also one another process shared); a kind whose model changed
+        enough gets a new epoch, so checks planned on the old one are planned again when
+        they come due. Unknown statistics and bad numbers are ignored."""
+        if name not in _PRIORS or not math.isfinite(value):
+            return
+        if not (0 <= value <= MAX_QUEUE if name == "queue" else abs(value) <= MAX_LOG_RATIO):
+            return
+
         model = self._model(kind)
         linear = self._linear(kind)
         getattr(self._all, name).add(value)

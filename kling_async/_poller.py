@@ -33,6 +33,7 @@ import attrs
 from ._client import ApiClient
 from ._config import PollPolicy, RetryPolicy
 from ._convert import parse_snapshot
+from ._coordination import Coordinator, LocalCoordinator, Sighting
 from ._exceptions import (
     APIError,
     InvalidResponseError,
@@ -42,7 +43,6 @@ from ._exceptions import (
 )
 from ._forecast import Forecaster, TaskForecast
 from ._models import TaskSnapshot
-from ._ratelimit import RateLimiter
 from ._retry import full_jitter_delay, is_transient
 from ._schedule import Plan
 
@@ -121,17 +121,21 @@ class Poller:
         policy: PollPolicy,
         retry: RetryPolicy,
         forecaster: Forecaster,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self._client = client
         self._policy = policy
         self._retry = retry
         self.forecaster = forecaster
+        self._coordinator = coordinator or LocalCoordinator(policy.max_requests_per_second)
+        self._coordinator.bind(self)
+        forecaster.share = self._coordinator.learned
         self._entries: dict[str, _Watch] = {}
         self._in_flight: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
         self._ready: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
-        self._limiter = RateLimiter(policy.max_requests_per_second)
+        self._budget = self._coordinator.budget
         self._paused_until = 0.0
         self._wake = asyncio.Event()
         self._driver: asyncio.Task[None] | None = None
@@ -151,7 +155,7 @@ class Poller:
         return PollStats(
             tasks=len(self._entries),
             status_requests=self.requests_sent,
-            rate=self._limiter.rate(now),
+            rate=self._budget.rate(now),
             paused_for=max(0.0, self._paused_until - now),
         )
 
@@ -223,6 +227,7 @@ class Poller:
         if watch is None:
             forecast = self.forecaster.track(task_id, kind, submitted)
             watch = self._entries[task_id] = _Watch(task_id, forecast)
+            self._coordinator.watch(task_id)
             if task_id not in self._in_flight:  # else the answer on its way comes here
                 if self.forecaster.needs_learner(forecast):
                     policy = self._policy
@@ -236,6 +241,7 @@ class Poller:
         """Stop watching (only this registration: a newer one for the id stays)."""
         if self._entries.get(watch.task_id) is watch:
             del self._entries[watch.task_id]  # its heap item is skipped lazily
+            self._coordinator.unwatch(watch.task_id)
             if not finished:
                 self.forecaster.forget(watch.forecast)
 
@@ -319,13 +325,16 @@ class Poller:
                 continue
             if len(self._checks) >= self._policy.max_concurrency:
                 return None  # a finishing check wakes the driver
-            wait = self._limiter.reserve(now)
-            if wait > 0:
-                return wait
+            mine = self._coordinator.may_check(task_id)
+            if mine:
+                wait = self._budget.reserve(now)
+                if wait > 0:
+                    return wait
             heapq.heappop(ready)
             watch.seq = -1
             self._in_flight.add(task_id)
-            check = loop.create_task(self._check(task_id))
+            # Another process checks this task: read what it saw instead (no request).
+            check = loop.create_task(self._check(task_id) if mine else self._follow(task_id))
             self._checks.add(check)
             check.add_done_callback(self._check_done)
         return self._next_due(now)
@@ -363,13 +372,30 @@ class Poller:
             logger.exception("unexpected error handling the status of %s", task_id)
             self._fail(watch, KlingError(f"unexpected error: {type(exc).__name__}"))
 
+    async def _follow(self, task_id: str) -> None:
+        """Take the latest sighting another process shared, as if this were a check."""
+        try:
+            sighting = await self._coordinator.shared(task_id)
+        except Exception:  # the coordinator reports its own trouble; try again later
+            sighting = None
+        finally:
+            self._in_flight.discard(task_id)
+        watch = self._entries.get(task_id)
+        if watch is None:
+            return
+        if sighting is None:
+            self._schedule(watch)
+        else:
+            self.on_sighting(task_id, sighting)
+
     def _settle(
         self, watch: _Watch, outcome: TaskSnapshot | BaseException, sent: float, received: float
     ) -> None:
         """Route one answer (or failure) of a status check: the one place that decides."""
         if isinstance(outcome, TaskSnapshot):
             watch.failures = watch.unreadable = 0
-            self._limiter.relieved(sent)
+            self._budget.relieved(sent)
+            self._coordinator.saw(watch.task_id, Sighting(outcome, sent, received))
             self._deliver(watch, outcome, sent, received)
         elif isinstance(outcome, RateLimitError):
             self._on_rate_limited(watch, outcome, sent, received)
@@ -436,15 +462,48 @@ class Poller:
         else:
             self._schedule(watch, wait)
         self._paused_until = max(self._paused_until, received + wait)
-        if self._limiter.congested(received):
-
+        self._coordinator.paused(wait)
+        if self._budget.congested(received):
             logger.warning("rate limited: pausing status checks for %.2fs", wait)
 
+    # -- what other processes saw (the CoordinatorSink) --------------------------------
+
+    def on_claim(self, task_id: str) -> None:
+        """This process now checks ``task_id``: its next due check goes out."""
+        self._wake.set()
+
+    def on_sighting(self, task_id: str, sighting: Sighting) -> None:
+        """Another process saw this: hand it to listeners as if this process had."""
+        watch = self._entries.get(task_id)
+        if watch is None:
+            return
+        if watch.snapshot is not None and watch.snapshot == sighting.snapshot:
+            if watch.seq == -1:  # nothing new from a follow: plan the next look
+                self._schedule(watch)
+            return
+        self._deliver(watch, sighting.snapshot, sighting.sent, sighting.received, own=False)
+
+    def on_pause(self, seconds: float) -> None:
+        """Another process was rate limited: pause every check too."""
+        now = asyncio.get_running_loop().time()
+        self._paused_until = max(self._paused_until, now + seconds)
+
+    def on_lesson(self, kind: Hashable | None, name: str, value: float) -> None:
+        """Another process learned this: the schedule learns it too."""
+        self.forecaster.teach(kind, name, value)
+
     def _deliver(
-        self, watch: _Watch, snapshot: TaskSnapshot, sent: float, received: float
+        self,
+        watch: _Watch,
+        snapshot: TaskSnapshot,
+        sent: float,
+        received: float,
+        *,
+        own: bool = True,
     ) -> None:
-        """Hand a snapshot to listeners, then learn and go on (or end)."""
-        woken = self.forecaster.observe(watch.forecast, snapshot, sent, received)
+        """Hand a snapshot to listeners, then learn (from own checks) and go on (or end)."""
+        woken = self.forecaster.observe(watch.forecast, snapshot, sent, received, teach=own)
+
         self._resolve_fetches(watch, snapshot)
         if watch.queues:
             if watch.snapshot is None or watch.snapshot != snapshot:
