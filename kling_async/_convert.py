@@ -132,7 +132,28 @@ def configure_converter(conv: cattrs.Converter) -> None:
 
     conv.register_structure_hook(TaskSnapshot, structure_snapshot)
 
+    def unstructure_snapshot(snapshot: TaskSnapshot) -> dict[str, Any]:
+        """A snapshot in the status route's own shape, so the one parser reads it back."""
+        data: dict[str, Any] = {
+            "id": snapshot.id,
+            "status": snapshot.status.value,
+            "progress": snapshot.progress,
+            "created": snapshot.created,
+            "completed": snapshot.completed,
+            "estimated_time": snapshot.estimated_time,
+            "actual_time": snapshot.actual_time,
+        }
+        if snapshot.videos:
+            videos = [{"url": v.url, "expires_at": v.expires_at} for v in snapshot.videos]
+            data["result"] = {"videos": videos}
+        if snapshot.error is not None:
+            data["error"] = {"code": snapshot.error.code, "message": snapshot.error.message}
+        return data
+
+    conv.register_unstructure_hook(TaskSnapshot, unstructure_snapshot)
+
     for cls in (TextToVideo, ImageToVideo):
+
         conv.register_unstructure_hook(cls, _omit_unset(cls, conv))
 
 

@@ -60,6 +60,10 @@ class CoordinatorSink(Protocol):
     def on_claim(self, task_id: str) -> None:
         """This process may now check ``task_id`` (its checker went away)."""
 
+    def wake(self) -> None:
+        """Something the schedule waits on changed (budget granted): look again."""
+
+
     def on_sighting(self, task_id: str, sighting: Sighting) -> None:
         """Another process saw this of ``task_id``."""
 

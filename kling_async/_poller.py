@@ -472,6 +472,11 @@ class Poller:
         """This process now checks ``task_id``: its next due check goes out."""
         self._wake.set()
 
+    def wake(self) -> None:
+        """Look at what is due again (the budget was granted, say)."""
+        self._wake.set()
+
+
     def on_sighting(self, task_id: str, sighting: Sighting) -> None:
         """Another process saw this: hand it to listeners as if this process had."""
         watch = self._entries.get(task_id)

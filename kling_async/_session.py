@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -19,6 +19,7 @@ from ._client import ApiClient
 from ._clock import ServerClock
 from ._config import PollPolicy, RetryPolicy, resolve_config
 from ._convert import parse_submission, request_body
+from ._coordination import Coordinator, LocalCoordinator
 from ._download import ExpiredURLError, stream_to_file
 from ._exceptions import (
     KlingError,
@@ -34,6 +35,9 @@ from ._task import Task, result_of
 from ._transport import AiohttpTransport, Transport
 from ._upload import read_image, upload_image
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 __all__ = ["KlingSession", "check_idempotency_key"]
 
 logger = logging.getLogger("kling_async")
@@ -41,6 +45,7 @@ logger = logging.getLogger("kling_async")
 T = TypeVar("T")
 
 SUBMIT_PATH = "/v1/videos/generations"
+REDIS_URL_ENV = "KLING_REDIS_URL"
 MAX_KEY_LENGTH = 191
 
 
@@ -63,6 +68,23 @@ def _new_key() -> str:
     return "kling-async-" + secrets.token_hex(16)
 
 
+def _coordinator(redis: str | Redis | None, api_key: str, poll: PollPolicy) -> Coordinator:
+    """Who the poller coordinates with: the sessions sharing a Redis (the ``[redis]``
+    extra; ``redis=`` or ``$KLING_REDIS_URL``), or nobody."""
+    if redis is None:
+        redis = os.environ.get(REDIS_URL_ENV) or None
+    if redis is None:
+        return LocalCoordinator(poll.max_requests_per_second)
+    try:
+        from ._redis import RedisCoordinator
+    except ImportError as exc:
+        raise KlingError(
+            "redis=... needs the redis extra: pip install -e '.[redis]' (from a clone)"
+        ) from exc
+    return RedisCoordinator(redis, api_key, poll)
+
+
+
 class KlingSession:
     """An async session with the Kling v3 API: submit jobs, await them, download results.
 
@@ -70,7 +92,9 @@ class KlingSession:
     then ``https://api.apimart.ai``. Use it as ``async with KlingSession() as session:``
     (or call :meth:`close`); one session shares one connection pool and one poller.
     ``response_version="2026-07-27"`` opts in to the API's newer response shapes (both
-    are read either way); ``transport`` replaces the aiohttp client.
+    are read either way); ``transport`` replaces the aiohttp client; ``redis`` (a URL or a
+    ``redis.asyncio.Redis``, else ``$KLING_REDIS_URL``) makes sessions in many processes
+    that share it and the API key check each task once between them, within one budget.
     """
 
     def __init__(
@@ -86,6 +110,7 @@ class KlingSession:
         allow_insecure: bool = False,
         response_version: str | None = None,
         transport: Transport | None = None,
+        redis: str | Redis | None = None,
     ) -> None:
         if response_version is not None and (
             not isinstance(response_version, str)
@@ -110,7 +135,9 @@ class KlingSession:
         clock = ServerClock()
         self._transport = transport or AiohttpTransport(limit=poll.max_concurrency + 8)
         self._client = ApiClient(self.config, self._transport, clock)
-        self._poller = Poller(self._client, poll, retry, Forecaster(poll, clock))
+        self._coordinator = _coordinator(redis, self.config.api_key, poll)
+        forecaster = Forecaster(poll, clock)
+        self._poller = Poller(self._client, poll, retry, forecaster, self._coordinator)
         self._closed = False
         self._ops: set[asyncio.Task[Any]] = set()
         self._retry = retrying(retry, is_transient)
@@ -161,7 +188,7 @@ class KlingSession:
             answered.cancel()
             pending = {op for op in pending if not op.done()}
         await self._poller.close()
-
+        await self._coordinator.close()
         await self._transport.close()
 
     def _check_open(self) -> None:

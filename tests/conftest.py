@@ -7,9 +7,11 @@ The SDK's own testing kit (``kling_async.testing``) provides the fast policies a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import pytest
 import pytest_asyncio
+from redis_server import RedisServer
 
 from kling_async import KlingSession
 from kling_async.emulator import Emulator
@@ -53,3 +55,14 @@ def stray_tasks() -> set[asyncio.Task[object]]:
         if task is not asyncio.current_task() and "aiohttp/web_" not in filename:
             stray.add(task)
     return stray
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port (fails in CI when not installed)."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

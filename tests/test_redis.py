@@ -1,0 +1,208 @@
+"""Sessions sharing a Redis: one check per task, shared sightings, one budget, hashed keys,
+and polling on their own while Redis is away (a real redis-server, sessions in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from kling_async import KlingSession, PollPolicy, TextToVideo
+from kling_async._redis import RedisCoordinator, namespace
+from kling_async.emulator import Emulator
+from kling_async.testing import FAST_RETRY, fast_config
+
+KEY = "sk-redis-test-0123456789"
+POLL = PollPolicy(min_interval=0.02, max_interval=0.3, max_requests_per_second=200)
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Whether ``condition`` becomes true within ``timeout`` seconds (checked every 50 ms)."""
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(condition())
+
+
+def session_on(emu: Emulator, redis_url: str, **options: object) -> KlingSession:
+    options.setdefault("poll", POLL)
+    return KlingSession(  # type: ignore[arg-type]
+        api_key=KEY, base_url=emu.url, retry=FAST_RETRY, redis=redis_url, **options
+    )
+
+
+async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):
+    """Two sessions awaiting the same tasks send the status requests of about one: the
+    other wakes from what the first saw."""
+    async with Emulator(fast_config(time_scale=60.0)) as emu:
+        async with session_on(emu, redis_server.url) as first, session_on(
+            emu, redis_server.url
+        ) as second:
+            tasks = [await first.submit(TextToVideo(f"shared {i}")) for i in range(20)]
+            mine = [asyncio.ensure_future(t.wait(timeout=20)) for t in tasks]
+            theirs = [asyncio.ensure_future(second.task(t.id).wait(timeout=20)) for t in tasks]
+            results = await asyncio.gather(*mine, *theirs)
+            first_sent = first.poll_stats().status_requests
+            second_sent = second.poll_stats().status_requests
+    assert {r.task_id for r in results} == {t.id for t in tasks}
+    assert second_sent <= 0.1 * first_sent
+    assert emu.stats.status_calls_total == first_sent + second_sent
+
+
+async def test_a_session_reattaching_late_reads_the_shared_result(redis_server):
+    """A session that re-attaches to a task another session saw end gets its result from
+    Redis, without asking the API."""
+    async with Emulator(fast_config(time_scale=200.0)) as emu:
+        async with session_on(emu, redis_server.url) as first:
+            task = await first.submit(TextToVideo("seen once"))
+            await task.wait(timeout=10)
+        calls = emu.stats.status_calls_total
+        async with session_on(emu, redis_server.url) as later:
+            result = await later.task(task.id).wait(timeout=10)
+    assert result.task_id == task.id
+    assert emu.stats.status_calls_total == calls
+
+
+async def test_the_rate_budget_is_the_api_keys_across_sessions(redis_server):
+    """Three sessions capped at 10 requests/s send at most 10 in any 1 s window together."""
+    policy = PollPolicy(min_interval=0.02, max_interval=0.1, max_requests_per_second=10)
+    async with Emulator(fast_config(time_scale=200.0)) as emu:
+        sessions = [session_on(emu, redis_server.url, poll=policy) for _ in range(3)]
+        try:
+            tasks = [
+                [await s.submit(TextToVideo(f"budget {i} {j}")) for j in range(8)]
+                for i, s in enumerate(sessions)
+            ]
+            await asyncio.gather(*(t.wait(timeout=30) for group in tasks for t in group))
+        finally:
+            for s in sessions:
+                await s.close()
+    assert 0 < emu.stats.max_status_per_second <= 10
+
+
+async def test_redis_keys_name_a_hash_of_the_key_and_all_expire(redis_server):
+    """No Redis key contains the API key, and every key has a time to live."""
+    async with Emulator(fast_config(time_scale=200.0)) as emu:
+        async with session_on(emu, redis_server.url) as session:
+            await asyncio.gather(
+                *[(await session.submit(TextToVideo(f"k {i}"))).wait(timeout=10) for i in range(5)]
+            )
+    redis = Redis.from_url(redis_server.url)
+    try:
+        keys = [key.decode() for key in await redis.keys("*")]
+        assert keys and all(key.startswith(namespace(KEY)) for key in keys)
+        assert not any(KEY in key for key in keys)
+        for key in keys:
+            assert await redis.pttl(key) > 0, key
+    finally:
+        await redis.aclose()
+
+
+async def test_without_redis_sessions_poll_on_their_own_then_rejoin(redis_server, caplog):
+    """Redis stopped mid-wait: every wait still ends, with one warning; Redis back: the
+    sessions coordinate again."""
+    caplog.set_level(logging.WARNING, "kling_async")
+    async with Emulator(fast_config(time_scale=40.0)) as emu:
+        async with session_on(emu, redis_server.url) as first, session_on(
+            emu, redis_server.url
+        ) as second:
+            tasks = [await first.submit(TextToVideo(f"outage {i}")) for i in range(10)]
+            waits = [asyncio.ensure_future(s.task(t.id).wait(timeout=30))
+                     for t in tasks for s in (first, second)]
+            await asyncio.sleep(0.3)
+            redis_server.stop()
+            results = await asyncio.gather(*waits)
+            assert {r.task_id for r in results} == {t.id for t in tasks}
+            redis_server.start()
+            coordinator = first._coordinator  # type: ignore[attr-defined]
+            assert await eventually(lambda: not coordinator.degraded, 10)
+            again = await second.task((await first.submit(TextToVideo("back"))).id).wait(10)
+    assert again.task_id
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert 1 <= len(warnings) <= 2  # one per session
+
+
+class Sink:
+    """Collects what a coordinator hands the poller."""
+
+    def __init__(self) -> None:
+        self.lessons: list[tuple[object, str, float]] = []
+        self.pauses: list[float] = []
+        self.claims: list[str] = []
+
+    def on_claim(self, task_id: str) -> None:
+        self.claims.append(task_id)
+
+    def wake(self) -> None:
+        pass
+
+    def on_sighting(self, task_id, sighting) -> None:
+        pass
+
+    def on_pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+    def on_lesson(self, kind, name, value) -> None:
+        self.lessons.append((kind, name, value))
+
+
+async def test_lessons_and_pauses_reach_the_others_and_late_joiners(redis_server):
+    """A lesson or a 429 pause one session shares reaches the others; lessons also reach a
+    session that joins later."""
+    a, b = (RedisCoordinator(redis_server.url, KEY, POLL) for _ in range(2))
+    sink_a, sink_b = Sink(), Sink()
+    a.bind(sink_a)
+    b.bind(sink_b)
+    try:
+        b.watch("warm-up")  # starts b's listener
+        await asyncio.sleep(0.3)
+        kind = ("kling-v3", "std", 5, False)
+        a.learned(kind, "run", 0.12)
+        a.paused(2.5)
+        await eventually(lambda: sink_b.lessons and sink_b.pauses)
+        assert sink_b.lessons == [(kind, "run", 0.12)] and sink_b.pauses == [2.5]
+        assert sink_a.lessons == [] and sink_a.pauses == []
+        late, sink_late = RedisCoordinator(redis_server.url, KEY, POLL), Sink()
+        late.bind(sink_late)
+        late.watch("anything")
+        await eventually(lambda: sink_late.lessons)
+        assert sink_late.lessons == [(kind, "run", 0.12)]
+        await late.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_one_lease_per_task_and_a_released_one_is_taken_over(redis_server):
+    """Of two coordinators watching a task one may check it; when it stops watching, the
+    other is told it may, at once."""
+    a, b = (RedisCoordinator(redis_server.url, KEY, POLL) for _ in range(2))
+    sink_a, sink_b = Sink(), Sink()
+    a.bind(sink_a)
+    b.bind(sink_b)
+    try:
+        a.watch("task_x")
+        await asyncio.sleep(0.2)
+        b.watch("task_x")
+        await asyncio.sleep(0.2)
+        assert a.may_check("task_x") and not b.may_check("task_x")
+        a.unwatch("task_x")
+        await eventually(lambda: b.may_check("task_x"))
+        assert b.may_check("task_x") and sink_b.claims == ["task_x"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_the_redis_url_comes_from_the_environment(monkeypatch):
+    """KLING_REDIS_URL turns coordination on without changing code."""
+    monkeypatch.setenv("KLING_REDIS_URL", "redis://127.0.0.1:1/0")
+    session = KlingSession(api_key=KEY, base_url="http://127.0.0.1:9")
+    assert isinstance(session._coordinator, RedisCoordinator)  # type: ignore[attr-defined]
+    monkeypatch.delenv("KLING_REDIS_URL")
+    alone = KlingSession(api_key=KEY, base_url="http://127.0.0.1:9")
+    assert not isinstance(alone._coordinator, RedisCoordinator)  # type: ignore[attr-defined]
+
