@@ -81,6 +81,10 @@ class Coordinator(Protocol):
     def budget(self) -> Budget:
         """The rate budget of status requests."""
 
+    @property
+    def shared_now(self) -> bool:
+        """True while checks are shared with other processes."""
+
     def bind(self, sink: CoordinatorSink) -> None:
         """Send what others saw to ``sink`` from now on."""
 
@@ -124,8 +128,13 @@ class LocalCoordinator:
     def budget(self) -> Budget:
         return self._budget
 
+    @property
+    def shared_now(self) -> bool:
+        return False
+
     def bind(self, sink: CoordinatorSink) -> None:
         pass
+
 
     def watch(self, task_id: str) -> None:
         pass

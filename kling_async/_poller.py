@@ -76,6 +76,9 @@ class PollStats:
     """Status requests per second allowed now (below the cap for a while after a 429)."""
     paused_for: float
     """Seconds until checks resume after a 429 (0 when not paused)."""
+    shared: bool
+    """True while checks are shared with other sessions (through Redis): False alone, or
+    while Redis is out of reach."""
 
 
 class _Watch:
@@ -157,7 +160,9 @@ class Poller:
             status_requests=self.requests_sent,
             rate=self._budget.rate(now),
             paused_for=max(0.0, self._paused_until - now),
+            shared=self._coordinator.shared_now,
         )
+
 
     # -- subscriptions -------------------------------------------------------------------
 

@@ -217,6 +217,11 @@ class RedisCoordinator:
     def budget(self) -> Budget:
         return self._budget
 
+    @property
+    def shared_now(self) -> bool:
+        return not self.degraded
+
+
     def _key(self, kind: str, task_id: str = "") -> str:
         return f"{self._ns}:{kind}:{task_id}" if task_id else f"{self._ns}:{kind}"
 

@@ -13,10 +13,10 @@ import pytest
 from test_emulator import AUTH, BODY, SUBMIT, fast, post, sleep_until, status, submit
 
 from kling_async.emulator import Emulator, EmulatorConfig, build_parser, config_from_args
-from kling_async.emulator._clock import ServerClock
+from kling_async.emulator._clock import EmulatedClock
 from kling_async.emulator._fates import Slots, draw_timing
 from kling_async.emulator._state import EmulatorState
-from kling_async.emulator._tasks import Task, estimate_for, progress_at
+from kling_async.emulator._tasks import Job, estimate_for, progress_at
 from kling_async.testing import fast_config, realistic_config
 
 
@@ -164,7 +164,7 @@ def test_server_clock_stamps_whole_emulated_seconds(
     scale: float, offset: float, real: float, stamp: float
 ) -> None:
     """stamp = floor((t + offset / scale) x scale) / scale; ints when whole."""
-    value = ServerClock(scale, offset).stamp(real)
+    value = EmulatedClock(scale, offset).stamp(real)
     assert value == stamp
     if scale == 1.0:
         assert isinstance(value, int)
@@ -172,12 +172,12 @@ def test_server_clock_stamps_whole_emulated_seconds(
 
 def test_server_clock_durations_and_dates() -> None:
     """Durations round to whole emulated seconds (at least one); Date is on the server clock."""
-    clock = ServerClock(20.0, 60.0)
+    clock = EmulatedClock(20.0, 60.0)
     assert clock.duration(0.3) == 0.3
     assert clock.duration(0.333) == 0.35
     assert clock.duration(0.0001) == 0.05
-    assert ServerClock(1.0, 0.0).duration(59.6) == 60
-    assert ServerClock.between(1000.05, 1000.35) == 0.3
+    assert EmulatedClock(1.0, 0.0).duration(59.6) == 60
+    assert EmulatedClock.between(1000.05, 1000.35) == 0.3
     date = email.utils.parsedate_to_datetime(clock.http_date(1_000_000.0))
     assert date.timestamp() == 1_000_003.0  # 60 emulated s ahead = 3 real s
 
@@ -262,7 +262,7 @@ def test_eased_and_step_progress_values() -> None:
 def test_progress_is_zero_while_pending_and_100_only_at_the_end(shape: str) -> None:
     """For every shape: 0 while pending, rising and below 100 while processing, 100 when done."""
     state = EmulatorState(fast(progress_shape=shape, queue_time=20.0))
-    task: Task = state.create_task(dict(BODY))
+    task: Job = state.create_task(dict(BODY))
     seen: list[tuple[str, int]] = []
     steps = 400
     span = task.completes_at - task.created

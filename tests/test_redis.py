@@ -117,8 +117,7 @@ async def test_without_redis_sessions_poll_on_their_own_then_rejoin(redis_server
             results = await asyncio.gather(*waits)
             assert {r.task_id for r in results} == {t.id for t in tasks}
             redis_server.start()
-            coordinator = first._coordinator  # type: ignore[attr-defined]
-            assert await eventually(lambda: not coordinator.degraded, 10)
+            assert await eventually(lambda: first.poll_stats().shared, 10)
             again = await second.task((await first.submit(TextToVideo("back"))).id).wait(10)
     assert again.task_id
     warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
@@ -197,12 +196,12 @@ async def test_one_lease_per_task_and_a_released_one_is_taken_over(redis_server)
         await b.close()
 
 
-def test_the_redis_url_comes_from_the_environment(monkeypatch):
+async def test_the_redis_url_comes_from_the_environment(monkeypatch):
     """KLING_REDIS_URL turns coordination on without changing code."""
     monkeypatch.setenv("KLING_REDIS_URL", "redis://127.0.0.1:1/0")
-    session = KlingSession(api_key=KEY, base_url="http://127.0.0.1:9")
-    assert isinstance(session._coordinator, RedisCoordinator)  # type: ignore[attr-defined]
+    async with KlingSession(api_key=KEY, base_url="http://127.0.0.1:9") as session:
+        assert session.poll_stats().shared
     monkeypatch.delenv("KLING_REDIS_URL")
-    alone = KlingSession(api_key=KEY, base_url="http://127.0.0.1:9")
-    assert not isinstance(alone._coordinator, RedisCoordinator)  # type: ignore[attr-defined]
+    async with KlingSession(api_key=KEY, base_url="http://127.0.0.1:9") as alone:
+        assert not alone.poll_stats().shared
 

@@ -261,11 +261,14 @@ async def test_the_newer_response_shape_is_read_when_asked_for(emulator):
 
 
 async def test_refused_connection_is_retried_then_raised_as_not_sent(unused_tcp_port):
-    """Connection refused: the submit surely did not land, so it is retried, then NetworkError."""
-    async with fast_session(f"http://127.0.0.1:{unused_tcp_port}") as session:
+    """Connection refused: the submit surely did not land, so it is retried, then a
+    NetworkError naming the URL tried and where that URL comes from."""
+    url = f"http://127.0.0.1:{unused_tcp_port}"
+    async with fast_session(url) as session:
         with pytest.raises(NetworkError) as info:
             await session.submit(TextToVideo("nobody home"))
     assert info.value.sent is False
+    assert url in str(info.value) and "APIMART_BASE_URL" in str(info.value)
 
 
 async def test_bad_key_is_an_authentication_error(emulator):

@@ -1,7 +1,7 @@
 """The emulated server's clock: what the emulator *reports*, never what it decides by.
 
 Task fates are kept on the real (wall) clock. Everything the API host reports goes
-through a `ServerClock`, which does what a real server's clock does to a client:
+through a `EmulatedClock`, which does what a real server's clock does to a client:
 
 - it is off by `clock_offset` emulated seconds (positive: ahead of the client);
 - it ticks in whole seconds of the *emulated* clock. Reported values stay in real
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from email.utils import formatdate
 
-__all__ = ["ServerClock"]
+__all__ = ["EmulatedClock"]
 
 
 def _whole(value: float) -> int | float:
@@ -22,7 +22,7 @@ def _whole(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-class ServerClock:
+class EmulatedClock:
     """Maps real times and durations to the values the server reports."""
 
     __slots__ = ("offset", "scale")

@@ -2,7 +2,7 @@
 
 Kept free of HTTP so the task and status logic reads (and tests) as plain functions
 of the config, the random generator and the wall clock. Fates are decided on the real
-clock; bodies report them through the `ServerClock` (offset, whole emulated seconds).
+clock; bodies report them through the `EmulatedClock` (offset, whole emulated seconds).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import random
 import time
 from typing import Any
 
-from ._clock import ServerClock
+from ._clock import EmulatedClock
 from ._config import EmulatorConfig
 from ._errors import ErrorWriter, new_request_id
 from ._fates import Slots, draw_timing
@@ -19,7 +19,7 @@ from ._faults import FaultBox
 from ._idempotency import IdempotencyStore
 from ._signing import UrlSigner
 from ._stats import SlidingWindow, Stats
-from ._tasks import DEFAULT_ERROR, Script, Task, estimate_for, new_task_id, progress_at
+from ._tasks import DEFAULT_ERROR, Job, Script, estimate_for, new_task_id, progress_at
 from ._uploads import Upload, UploadStore
 
 __all__ = ["RESPONSE_VERSION", "EmulatorState", "bearer_token"]
@@ -47,9 +47,9 @@ class EmulatorState:
         self.config = config
         self.rng = random.Random(config.seed)
         self.stats = Stats()
-        self.clock = ServerClock(config.time_scale, config.clock_offset)
+        self.clock = EmulatedClock(config.time_scale, config.clock_offset)
         self.errors = ErrorWriter(config.error_style, self.rng)
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Job] = {}
         self.scripts: list[Script] = []
         self.faults = FaultBox(self.rng, config.fault_rate, config.fault_kinds)
         self.signer = UrlSigner(self.rng.randbytes(32) if config.seed is not None else None)
@@ -111,7 +111,7 @@ class EmulatorState:
                 return script
         return None
 
-    def create_task(self, body: dict[str, Any], idempotency_key: str | None = None) -> Task:
+    def create_task(self, body: dict[str, Any], idempotency_key: str | None = None) -> Job:
         """Create a job for a validated submit body, its fate drawn now."""
         config = self.config
         now = time.time()
@@ -133,7 +133,7 @@ class EmulatorState:
         scale = config.time_scale
         run = timing.run / scale
         starts_at = self.slots.admit(now + timing.queue / scale, run)
-        task = Task(
+        task = Job(
             task_id=task_id,
             prompt=prompt,
             request=body,
@@ -154,7 +154,7 @@ class EmulatorState:
             stats.tasks_by_key.setdefault(idempotency_key, []).append(task_id)
         return task
 
-    def note_status_call(self, task_id: str) -> Task | None:
+    def note_status_call(self, task_id: str) -> Job | None:
         """Count a status request for `task_id` and return the task if it exists."""
         calls = self.stats.status_calls
         calls[task_id] = calls.get(task_id, 0) + 1
@@ -211,13 +211,13 @@ class EmulatorState:
             payload["data"][0]["created"] = str(self.clock.stamp(time.time()))
         return payload
 
-    def result_url(self, task: Task, now: float) -> tuple[str, int | float]:
+    def result_url(self, task: Job, now: float) -> tuple[str, int | float]:
         """A freshly signed storage URL for a completed task, and its reported expiry."""
         expires_at = now + self.config.url_ttl / self.config.time_scale
         token = self.signer.mint(task.task_id, expires_at)
         return f"{self.storage_url}/files/{task.task_id}/{token}.mp4", self.clock.stamp(expires_at)
 
-    def status_payload(self, task: Task, now: float) -> dict[str, Any]:
+    def status_payload(self, task: Job, now: float) -> dict[str, Any]:
         """The status body for `task` at wall time `now` (API.md §2)."""
         config = self.config
         clock = self.clock

@@ -11,13 +11,13 @@ from typing import Any
 
 import attrs
 
-from ._clock import ServerClock
+from ._clock import EmulatedClock
 from ._config import OUTCOMES, Outcome
 
 __all__ = [
     "DEFAULT_ERROR",
     "Script",
-    "Task",
+    "Job",
     "TaskRecord",
     "estimate_for",
     "new_task_id",
@@ -141,7 +141,7 @@ class TaskRecord:
 
 
 @attrs.define(slots=True, eq=False, kw_only=True)
-class Task:
+class Job:
     """The mutable per-job record the server keeps (status calls grow)."""
 
     task_id: str
@@ -172,7 +172,7 @@ class Task:
             return 1.0
         return (now - self.starts_at) / span
 
-    def record(self, clock: ServerClock) -> TaskRecord:
+    def record(self, clock: EmulatedClock) -> TaskRecord:
         """A frozen snapshot for callers, with what `clock` reports beside the truth."""
         created = clock.stamp(self.created)
         completed = clock.stamp(self.completes_at)
