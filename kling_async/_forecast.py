@@ -8,19 +8,24 @@ it into a :class:`~kling_async._schedule.Belief` about when a task finishes, for
   re-attached task's ``created`` is used only through the :class:`ServerClock`, which
   corrects for the server's offset and its one-second quantum.
 * **When processing starts is not assumed, it is learned**: a task's start is bracketed
-  by the last "pending" and the first "processing" answer, or read off its progress.
-* **Run times are learned per kind of request** (model, mode, duration, image input),
-  shrunk towards what all kinds taught while a kind has few samples: the total time from
-  submit to finish (queue included), the run time from start to finish, and how far the
-  linear extrapolation of two progress readings misses the finish (so progress that is
-  not linear in time, or moves in steps, is read for what it is). No maximum queue is
-  assumed: a task still pending is believed to need a whole run after it starts.
-* **Completions teach in registration order**: a lesson waits until every task
-  registered earlier has ended, so a batch's fast finishers do not make the model believe
-  every task is fast while the slow ones still run (``MAX_PENDING_LESSONS`` bounds it).
+  by the last "pending" and the first "processing" answer, or read off its progress; the
+  first few tasks of a kind scout (checked often while queued) to learn the queue early.
+* **Times are learned per kind of request** (model, mode, duration, image input), shrunk
+  towards what all kinds taught while a kind has few samples: the total time from submit
+  to finish, the queue, the run time from start to finish, and how far the linear
+  extrapolation of two progress readings misses the finish (so progress that is not
+  linear in time, or moves in steps, is read for what it is). No maximum queue is
+  assumed: a task still pending is believed to need a whole run after it starts, and the
+  queue is used to read a first progress reading only once it proves steady.
+* **Completions teach in registration order**: a lesson about how long tasks take waits
+  until every task registered earlier has ended, so a batch's fast finishers do not make
+  the model believe every task is fast while the slow ones still run
+  (``MAX_PENDING_LESSONS`` bounds it). Checks planned before a lesson changed the model
+  much are planned again when they come due (``postpone``).
 * **Bad numbers are ignored**: estimates and ratios outside sane bounds teach nothing.
 
-Where the belief is weak (no estimate yet), the plan falls back to short, doubling gaps.
+Where the belief is weak (no estimate yet, a re-attached task of unknown age), the plan
+falls back to short gaps that double up to ``max_interval``: safe spacing, never silence.
 """
 
 from __future__ import annotations

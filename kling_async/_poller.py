@@ -4,10 +4,11 @@ It sends, routes and limits; when to check a task is the :class:`Forecaster`'s c
 
 * **Sends**: a heap of ``(due, seq, task_id)`` says who is checked next (stale items are
   skipped lazily); each wake-up starts the checks that are due, bounded by
-  ``max_concurrency`` in flight and by the session-wide :class:`RateLimiter`. Due checks
-  wait in a second heap ordered by how likely each task is done, so when the rate budget
-  binds it goes to those first. ``fetch`` (``status()``, ``refresh()``) rides the same
-  heap, ahead of the rest, so it obeys the same cap and pauses.
+  ``max_concurrency`` in flight and by the coordinator's rate budget. Due checks wait in a
+  second heap ordered by how likely each task is done, so when the budget binds it goes
+  to those first. ``fetch`` (``status()``, ``refresh()``) rides the same heap, ahead of
+  the rest, so it obeys the same cap and pauses. When another process checks a task (see
+  ``_coordination``), a due check reads what that process saw instead of asking the API.
 * **Routes**: one :class:`_Watch` per task id serves every handle, waiter, update queue
   and fetch on it; answers go to the watch registered *now* for that id, so a wait that
   timed out and came back never loses its check.
@@ -330,7 +331,8 @@ class Poller:
                 continue
             if len(self._checks) >= self._policy.max_concurrency:
                 return None  # a finishing check wakes the driver
-            mine = self._coordinator.may_check(task_id)
+            # A fetch (status() asked now) always asks the API itself.
+            mine = bool(watch.fetches) or self._coordinator.may_check(task_id)
             if mine:
                 wait = self._budget.reserve(now)
                 if wait > 0:
