@@ -309,8 +309,7 @@ def test_sigkill_while_waiting_then_rerun_reattaches(emu: EmulatorProcess, tmp_p
 def test_sigkill_mid_post_is_resent_with_its_own_key(
     emu: EmulatorProcess, tmp_path: Path, when: str
 ) -> None:
-    """SIGKILL during a POST leaves an unsettled intent; the re-run re-sends it with its own
-    key and body: one task per line either way, no uncertain line."""
+    """SIGKILL mid-POST, then a re-run: the intent is re-sent with its key, one task per line."""
     emu.fault(kind="slow", route="submit", when=when, times=1)
     file = write_batch(tmp_path / "b.jsonl", prompts(8))
     out = tmp_path / "out"
@@ -358,8 +357,7 @@ def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: EmulatorProcess, tmp_
 def test_a_lost_submit_answer_is_retried_with_the_same_key(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """A 500 after the task was created is retried in the run with the same key: the server
-    replays the task, the line is done, nothing is uncertain or paid twice."""
+    """A 500 after the task was made is retried with the same key: replayed, done, one task."""
     emu.fault(kind="500", route="submit", when="after", times=1)
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     out = tmp_path / "out"
@@ -378,8 +376,7 @@ def test_a_lost_submit_answer_is_retried_with_the_same_key(
 def test_uncertain_only_when_retries_run_out_and_the_rerun_settles_it(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """A line is uncertain only when every retry's answer was lost; re-running sends it
-    with the same key, and the server's replay settles it without a second task."""
+    """Uncertain only when retries run out; the re-run's same-key replay settles it, one task."""
     emu.fault(kind="500", route="submit", when="after", times=5)  # the SDK's 5 attempts
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     out = tmp_path / "out"

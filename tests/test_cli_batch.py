@@ -61,8 +61,7 @@ async def run_batch(
 async def test_a_local_file_error_is_that_lines_outcome(
     session: KlingSession, tmp_path: Path
 ) -> None:
-    """An OSError saving one line's video (a full disk) makes that line "error" with the
-    reason; the other lines are saved and the run ends normally."""
+    """An OSError saving one video (full disk) is that line's "error"; the others are saved."""
     lines = batch_lines(tmp_path, "one", "two", "three")
     doomed = lines[1].filename()
     download = session.download
@@ -96,8 +95,7 @@ async def test_a_directory_in_the_videos_place_is_that_lines_error(
 
 
 async def test_a_refusal_before_the_key_is_looked_at_keeps_the_key(tmp_path: Path) -> None:
-    """A 401 on a submit stops the batch but keeps that line's intent and key: the next run
-    (with a good API key) sends it again with the same key, and makes one task."""
+    """A 401 stops the batch but keeps the line's key; the next run re-sends it: one task."""
     lines = batch_lines(tmp_path, "one", "two", "three")
     async with Emulator(fast_config(api_keys=["good-key"])) as emulator:
         with Journal(tmp_path / "j.sqlite3") as journal:

@@ -223,8 +223,7 @@ def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: P
 def test_generate_with_a_known_idempotency_key_returns_its_task(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """Running generate again with the same --idempotency-key gets the same task, once paid;
-    a key that is not 1-191 visible ASCII is refused before anything is sent."""
+    """generate with a known --idempotency-key gets its task again; a bad key sends nothing."""
     common = ["--base-url", emu.url, "--api-key", "k", "--json", *FAST_POLL]
     ids = []
     for name in ("a.mp4", "b.mp4"):

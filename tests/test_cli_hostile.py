@@ -46,8 +46,7 @@ def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
 
 
 def test_a_journal_truncated_to_nothing_is_an_error(emu: EmulatorProcess, tmp_path: Path) -> None:
-    """A 0-byte journal is refused like a corrupt one (exit 2): nothing is submitted again
-    and the saved videos are left as they are."""
+    """A 0-byte journal is refused (exit 2): nothing submitted, saved videos left alone."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))
     out = tmp_path / "out"
     assert run_cli(*batch_args(file, out, emu), cwd=tmp_path).returncode == 0
@@ -65,8 +64,7 @@ def test_a_journal_truncated_to_nothing_is_an_error(emu: EmulatorProcess, tmp_pa
 
 
 def test_two_batches_cannot_share_an_output_folder(emu: EmulatorProcess, tmp_path: Path) -> None:
-    """While a batch writes into a folder, a second batch with another journal is refused
-    there (exit 2, nothing sent); the first is not disturbed."""
+    """A second batch (another journal) on a busy --out folder is refused, exit 2, unsent."""
     emu.script(prompt_contains="[shared-out]", time_factor=20)
     first_file = write_batch(tmp_path / "a.jsonl", prompts(2, "[shared-out]"))
     second_file = write_batch(tmp_path / "b.jsonl", prompts(2, "second"))
@@ -92,8 +90,7 @@ def test_two_batches_cannot_share_an_output_folder(emu: EmulatorProcess, tmp_pat
 def test_a_folder_where_a_video_goes_fails_that_line_only(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """A directory in a video's place makes that line "error" (exit 1) while the others are
-    saved; once it is moved away, a re-run downloads it without submitting again."""
+    """A directory in a video's place fails that line only; once moved, a re-run saves it."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     out = tmp_path / "out"
     blocker = out / read_batch(file)[1].filename()
@@ -120,8 +117,7 @@ def test_a_folder_where_a_video_goes_fails_that_line_only(
 def test_an_api_key_that_could_split_a_header_is_refused(
     emu: EmulatorProcess, tmp_path: Path, key: str, named: str, source: str
 ) -> None:
-    """A key with a newline or CR is refused with the library's message (never the key),
-    exit 2, before any journal or folder is made and before anything is sent."""
+    """A key with a newline or CR is refused in the library's words, exit 2, nothing made."""
     file = write_batch(tmp_path / "b.jsonl", prompts(1))
     env = _clean_env()
     given = ["--api-key", key] if source == "option" else []

@@ -107,8 +107,7 @@ def write_image_batch(folder: Path, prompts: list[str]) -> Path:
 
 
 def test_batch_lines_name_images_relative_to_the_file(emu: EmulatorProcess, tmp_path: Path) -> None:
-    """Local images of a batch are found beside the batch file (not the working directory),
-    uploaded before the intent, and the journal keeps the body with their URLs."""
+    """Batch images are files beside the batch file, uploaded first; the journal keeps URLs."""
     file = write_image_batch(tmp_path / "shots", ["a door opens", "a door closes"])
     out = tmp_path / "out"
     result = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
@@ -125,8 +124,7 @@ def test_batch_lines_name_images_relative_to_the_file(emu: EmulatorProcess, tmp_
 def test_a_resumed_image_line_resends_the_same_body_without_uploading(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """kill -9 mid-POST of a line with local images: the re-run sends the journaled body (its
-    uploaded URLs) with its key, so nothing is uploaded again and one task is made."""
+    """A killed image line resumes with its journaled body and key: no re-upload, one task."""
     emu.fault(kind="slow", route="submit", when="after", times=1)
     file = write_image_batch(tmp_path, ["a kite rises"])
     out = tmp_path / "out"
@@ -150,8 +148,7 @@ def test_a_resumed_image_line_resends_the_same_body_without_uploading(
 
 
 def test_a_resume_after_the_uploads_expired_uploads_again(tmp_path: Path) -> None:
-    """An unsettled image line resumed after its upload URLs expired is refused (400): the
-    line says why, its intent is dropped, and the next run uploads again: one task."""
+    """A resume after the uploads expired is refused (400), says why; the next run re-uploads."""
     file = write_image_batch(tmp_path, ["a boat leaves"])
     out = tmp_path / "out"
     # url-ttl 200 emulated seconds at time scale 200: uploads live one real second.

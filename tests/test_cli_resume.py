@@ -69,8 +69,7 @@ def lenient_events(stdout: bytes) -> Events:
 
 
 def test_random_sigkills_then_rerun_cost_one_generation_per_line(tmp_path: Path) -> None:
-    """kill -9 of a batch at random points, mid-POST included, then a re-run: every line's
-    one key made exactly one task, and no line was ever uncertain."""
+    """kill -9 at random points (mid-POST too), then a re-run: one task per line, none uncertain."""
     rng = random.Random(20260727)
     lines = 24
     file = write_batch(tmp_path / "b.jsonl", prompts(lines))
@@ -131,8 +130,7 @@ def write_schema_1(out: Path, rows: list[tuple[str, int, str, str, str | None]])
 def test_an_old_journals_unsettled_line_stays_uncertain_unless_asked(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """A schema-1 journal is migrated; its keyless intent stays uncertain (never paid twice
-    on its own) until --resubmit-uncertain submits it again with a new key."""
+    """A schema-1 keyless intent stays uncertain until --resubmit-uncertain (new key)."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     first = read_batch(file)[0]
     out = tmp_path / "out"
@@ -181,8 +179,7 @@ def test_an_old_journals_submitted_lines_are_resumed(emu: EmulatorProcess, tmp_p
 def test_a_conflicting_key_is_reported_and_never_replaced(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """A 409 on re-sending means the journal's key and body disagree: that line reports it,
-    keeps its key, and no new key (no second task) is ever tried."""
+    """A 409 on re-sending is that line's error; its key is kept, never replaced by a new one."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))
     first = read_batch(file)[0]
     key = "kling-async-test-conflict"
