@@ -1,16 +1,18 @@
-"""Reading batch files: every bad line reported, stable identities, safe file names."""
+"""Reading batch files: the library's rules and words, local images, stable identities."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kling_async import ImageToVideo, TextToVideo
-from kling_async._cli._batchfile import BatchFileError, parse_request, read_batch
+from kling_async import ImageToVideo, RequestValidationError, TextToVideo, VideoRequest
+from kling_async._cli._batchfile import BatchFileError, read_batch
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
 
 
 def write(path: Path, *lines: Any) -> Path:
@@ -20,44 +22,61 @@ def write(path: Path, *lines: Any) -> Path:
     return path
 
 
-def test_image_urls_make_an_image_to_video_request() -> None:
+def problems_of(path: Path) -> list[str]:
+    """The problems read_batch reports for ``path``."""
+    with pytest.raises(BatchFileError) as caught:
+        read_batch(path)
+    return caught.value.problems
+
+
+def test_image_urls_make_an_image_to_video_request(tmp_path: Path) -> None:
     """A line with image_urls is image-to-video; without, text-to-video."""
-    assert isinstance(parse_request({"prompt": "x"}), TextToVideo)
-    i2v = parse_request({"prompt": "x", "image_urls": ["https://e.com/a.jpg"], "duration": 10})
-    assert isinstance(i2v, ImageToVideo)
-    assert i2v.image_urls == ("https://e.com/a.jpg",)
+    text, image = read_batch(
+        write(
+            tmp_path / "b.jsonl",
+            {"prompt": "x"},
+            {"prompt": "x", "image_urls": ["https://e.com/a.jpg"], "duration": 10},
+        )
+    )
+    assert isinstance(text.request, TextToVideo)
+    assert isinstance(image.request, ImageToVideo)
+    assert image.request.image_urls == ("https://e.com/a.jpg",)
+    assert image.local_images == ()
 
 
-def test_null_fields_count_as_unset() -> None:
+def test_null_fields_count_as_unset(tmp_path: Path) -> None:
     """A JSON null leaves an optional field at its default."""
-    request = parse_request({"prompt": "x", "negative_prompt": None, "mode": None})
-    assert (request.mode, request.negative_prompt) == ("std", None)
+    (line,) = read_batch(
+        write(tmp_path / "b.jsonl", {"prompt": "x", "negative_prompt": None, "mode": None})
+    )
+    assert (line.request.mode, line.request.negative_prompt) == ("std", None)
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    "data",
     [
-        ([1], "expected a JSON object"),
-        ({"prompt": "x", "Duration": 5}, "unknown field 'Duration' (did you mean 'duration'?)"),
-        ({"mode": "std"}, "prompt: required"),
-        ({"prompt": "x", "last_frame_image": "https://e.com/b.jpg"}, "only valid together"),
-        ({"prompt": "x", "duration": "5"}, "duration: must be an integer"),
-        ({"prompt": "x", "image_urls": ["https://e.com/a.jpg"], "duration": 15}, "up to 10"),
+        [1],
+        {"prompt": "x", "Duration": 5},
+        {"mode": "std"},
+        {"prompt": "x", "last_frame_image": "https://e.com/b.jpg"},
+        {"prompt": "x", "duration": "5"},
+        {"prompt": "x", "duration": 16},
+        {"prompt": "x", "image_urls": ["https://e.com/a.jpg"], "duration": 15},
     ],
+    ids=["not-object", "unknown", "no-prompt", "lone-last-frame", "string", "16s", "i2v-15s"],
 )
-def test_bad_requests_name_the_problem(data: Any, message: str) -> None:
-    """Each kind of bad line gets a message naming the field and the rule."""
-    with pytest.raises(ValueError, match=re.escape(message)):
-        parse_request(data)
+def test_bad_lines_are_reported_in_the_librarys_words(tmp_path: Path, data: Any) -> None:
+    """Each bad line's message is exactly what VideoRequest.from_fields says about it."""
+    with pytest.raises(RequestValidationError) as expected:
+        VideoRequest.from_fields(data)  # type: ignore[arg-type]
+    path = write(tmp_path / "b.jsonl", {"prompt": "fine"}, data)
+    assert problems_of(path) == [f"line 2: {expected.value}"]
 
 
 def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
     """All problems come back at once, in file order, blank lines skipped but counted."""
     path = write(tmp_path / "b.jsonl", {"prompt": "ok"}, "{oops", "", {"prompt": ""}, {"x": 1})
-    with pytest.raises(BatchFileError) as caught:
-        read_batch(path)
-    problems = caught.value.problems
-    assert [p.split(":")[0] for p in problems] == ["line 2", "line 4", "line 5"]
+    assert [p.split(":")[0] for p in problems_of(path)] == ["line 2", "line 4", "line 5"]
 
 
 def test_non_utf8_line_is_a_bad_line(tmp_path: Path) -> None:
@@ -83,7 +102,6 @@ def test_identity_ignores_spelling_of_defaults_and_key_order(tmp_path: Path) -> 
         {"mode": "std", "prompt": "a cat", "duration": 5, "model": "kling-v3"},
     )
     first, second = read_batch(path)
-    assert first.body == second.body
     assert first.key.split(".")[0] == second.key.split(".")[0]
     assert first.key != second.key  # two identical lines are still two jobs
 
@@ -96,6 +114,78 @@ def test_identity_survives_inserted_lines(tmp_path: Path) -> None:
     )
     assert [line.key for line in before] == [line.key for line in after[1:]]
     assert [line.number for line in after] == [1, 2, 3]
+
+
+def test_identity_of_url_lines_is_unchanged_from_schema_1(tmp_path: Path) -> None:
+    """A URL-only line keeps the identity journals of schema 1 recorded for it."""
+    (line,) = read_batch(write(tmp_path / "b.jsonl", {"prompt": "a cat"}))
+    # sha256 of '{"aspect_ratio":"16:9","duration":5,"mode":"std","model":"kling-v3",
+    # "prompt":"a cat"}', as the first journal version computed it (checked against it).
+    assert line.key == "cdb610a5574b3a8fa033a662bda0eac5.1"
+
+
+def test_local_images_are_paths_relative_to_the_batch_file(tmp_path: Path) -> None:
+    """Entries that are not http(s) URLs are files beside the batch file, in either field."""
+    folder = tmp_path / "shots"
+    (folder / "frames").mkdir(parents=True)
+    (folder / "frames" / "start.png").write_bytes(PNG)
+    (folder / "end.jpg").write_bytes(JPEG)
+    path = write(
+        folder / "b.jsonl",
+        {"prompt": "x", "image_urls": ["frames/start.png"], "last_frame_image": "end.jpg"},
+        {"prompt": "y", "image_urls": ["HTTPS://e.com/a.jpg", "frames/start.png"]},
+    )
+    first, second = read_batch(path)
+    assert first.local_images == (folder / "frames" / "start.png", folder / "end.jpg")
+    assert second.local_images == (folder / "frames" / "start.png",)
+    assert isinstance(second.request, ImageToVideo)
+    assert second.request.image_urls[0] == "HTTPS://e.com/a.jpg"
+
+
+def test_identity_of_a_local_image_is_the_path_as_written(tmp_path: Path) -> None:
+    """A line naming a local file keeps its identity when the whole folder moves."""
+    lines = {"prompt": "x", "image_urls": ["cat.png"]}
+    keys = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cat.png").write_bytes(PNG)
+        (line,) = read_batch(write(tmp_path / name / "b.jsonl", lines))
+        keys.append(line.key)
+    assert keys[0] == keys[1]
+    (tmp_path / "one" / "dog.png").write_bytes(PNG)
+    (other,) = read_batch(write(tmp_path / "one" / "c.jsonl", {**lines, "image_urls": ["dog.png"]}))
+    assert other.key != keys[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "image_urls: local image: no such file"),
+        (b"GIF89a" + b"\x00" * 10, None),
+        (b"plain text, not an image", "image_urls: not a JPEG, PNG, GIF or WebP image"),
+    ],
+    ids=["missing", "gif", "not-an-image"],
+)
+def test_local_images_are_checked_before_anything_runs(
+    tmp_path: Path, content: bytes | None, message: str | None
+) -> None:
+    """A missing or non-image local file is a bad line naming the file; a GIF is fine."""
+    if content is not None:
+        (tmp_path / "pic.gif").write_bytes(content)
+    path = write(tmp_path / "b.jsonl", {"prompt": "x", "image_urls": ["pic.gif"]})
+    if message is None:
+        assert read_batch(path)[0].local_images == (tmp_path / "pic.gif",)
+        return
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"line 1: {message}")
+    assert str(tmp_path / "pic.gif") in problem
+
+
+def test_a_non_http_scheme_is_taken_for_a_file_name(tmp_path: Path) -> None:
+    """Anything that is not an http(s) URL is a path: an ftp URL is a missing file."""
+    path = write(tmp_path / "b.jsonl", {"prompt": "x", "image_urls": ["ftp://a/b.jpg"]})
+    (problem,) = problems_of(path)
+    assert problem.startswith("line 1: image_urls: local image: no such file")
 
 
 def test_file_names_are_safe_and_unique(tmp_path: Path) -> None:

@@ -69,11 +69,10 @@ class EmulatorProcess:
         return collections.Counter(self.stats()["created_tasks"].values())
 
 
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    """One emulator process (time scale 200) for the whole module."""
-    command = [sys.executable, "-m", "kling_async.emulator", "--port", "0", "--time-scale", "200"]
-    command += ["--slow-delay", str(SLOW_DELAY), "--seed", "4"]
+@contextlib.contextmanager
+def emulator_running(*options: str) -> Iterator[EmulatorProcess]:
+    """An emulator process (``python -m kling_async.emulator --port 0 OPTIONS``)."""
+    command = [sys.executable, "-m", "kling_async.emulator", "--port", "0", *options]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_clean_env()
     ) as proc:
@@ -85,6 +84,17 @@ def emulator_process() -> Iterator[EmulatorProcess]:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+#: The options of the emulator most CLI tests share.
+SHARED_EMULATOR = ("--time-scale", "200", "--slow-delay", str(SLOW_DELAY), "--seed", "4")
+
+
+@pytest.fixture(scope="module")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """One emulator process (time scale 200) for the whole module."""
+    with emulator_running(*SHARED_EMULATOR) as emulator:
+        yield emulator
 
 
 @pytest.fixture
@@ -207,6 +217,13 @@ def videos_in(out: Path) -> list[Path]:
     return files
 
 
+def journal_rows(out: Path, where: str = "1") -> list[dict[str, Any]]:
+    """The journal's rows (as dicts) that match the SQL condition ``where``."""
+    with contextlib.closing(sqlite3.connect(out / ".kling-journal.sqlite3")) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(f"SELECT * FROM jobs WHERE {where}")]
+
+
 def journal_states(out: Path) -> collections.Counter[str]:
     """How many journal rows are in each state."""
     with contextlib.closing(sqlite3.connect(out / ".kling-journal.sqlite3")) as db:
@@ -289,36 +306,31 @@ def test_sigkill_while_waiting_then_rerun_reattaches(emu: EmulatorProcess, tmp_p
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_sigkill_mid_post_leaves_the_line_uncertain(
+def test_sigkill_mid_post_is_resent_with_its_own_key(
     emu: EmulatorProcess, tmp_path: Path, when: str
 ) -> None:
-    """SIGKILL during a POST leaves that line uncertain; re-runs never submit a line twice."""
+    """SIGKILL mid-POST, then a re-run: the intent is re-sent with its key, one task per line."""
     emu.fault(kind="slow", route="submit", when=when, times=1)
     file = write_batch(tmp_path / "b.jsonl", prompts(8))
     out = tmp_path / "out"
-    killed_at = time.monotonic()
     with running_cli(batch_args(file, out, emu, "--concurrency", "2"), tmp_path) as cli:
         cli.wait_for(lambda ev: count_lines_in("pending")(ev) == 7)
         cli.proc.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
         cli.proc.wait(timeout=10)
     assert journal_states(out)["intent"] == 1
-    time.sleep(max(0.0, killed_at + SLOW_DELAY + 0.3 - time.monotonic()))  # the slow POST ends
+    (intent,) = journal_rows(out, "state = 'intent'")
 
     rerun = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
-    assert rerun.returncode == 1
-    summary = summary_of(rerun.stdout)
-    assert summary["counts"] == {"done": 7, "uncertain": 1}
-    assert "--resubmit-uncertain" in rerun.stderr
-    created = emu.created_prompts()
-    assert sum(created.values()) == (8 if when == "after" else 7)
-    assert set(created.values()) == {1}
-
-    if when == "before":  # the server never saw it: resubmitting is safe
-        last = run_cli(*batch_args(file, out, emu, "--resubmit-uncertain"), cwd=tmp_path)
-        assert last.returncode == 0, last.stderr
-        assert len(videos_in(out)) == 8
-        assert emu.created_prompts() == collections.Counter(r["prompt"] for r in prompts(8))
+    assert rerun.returncode == 0, rerun.stderr
+    assert summary_of(rerun.stdout)["counts"] == {"done": 8}
+    assert len(videos_in(out)) == 8
+    stats = emu.stats()
+    assert emu.created_prompts() == collections.Counter(r["prompt"] for r in prompts(8))
+    assert stats["idempotent_replays"] == (1 if when == "after" else 0)
+    rows = {row["key"]: row for row in journal_rows(out)}
+    assert rows[intent["key"]]["idempotency_key"] == intent["idempotency_key"]
+    for row in rows.values():  # each line's key made exactly its one task
+        assert stats["tasks_by_key"][row["idempotency_key"]] == [row["task_id"]]
 
 
 def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: EmulatorProcess, tmp_path: Path) -> None:
@@ -342,19 +354,47 @@ def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: EmulatorProcess, tmp_
     assert emu.created_prompts() == collections.Counter(r["prompt"] for r in prompts(6))
 
 
-def test_uncertain_submission_is_reported_and_not_resubmitted(
+def test_a_lost_submit_answer_is_retried_with_the_same_key(
     emu: EmulatorProcess, tmp_path: Path
 ) -> None:
-    """A 500 after the task was created makes the line uncertain; a re-run leaves it alone."""
+    """A 500 after the task was made is retried with the same key: replayed, done, one task."""
     emu.fault(kind="500", route="submit", when="after", times=1)
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     out = tmp_path / "out"
     first = run_cli(*batch_args(file, out, emu, "--concurrency", "1"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert summary_of(first.stdout)["counts"] == {"done": 3}
+    stats = emu.stats()
+    assert (stats["submit_requests"], stats["submissions"], stats["idempotent_replays"]) == (
+        4,
+        3,
+        1,
+    )
+    assert set(emu.created_prompts().values()) == {1}
+
+
+def test_uncertain_only_when_retries_run_out_and_the_rerun_settles_it(
+    emu: EmulatorProcess, tmp_path: Path
+) -> None:
+    """Uncertain only when retries run out; the re-run's same-key replay settles it, one task."""
+    emu.fault(kind="500", route="submit", when="after", times=5)  # the SDK's 5 attempts
+    file = write_batch(tmp_path / "b.jsonl", prompts(3))
+    out = tmp_path / "out"
+    first = run_cli(*batch_args(file, out, emu, "--concurrency", "1"), cwd=tmp_path, timeout=120)
     assert first.returncode == 1
     assert summary_of(first.stdout)["counts"] == {"done": 2, "uncertain": 1}
+    assert "with the same idempotency key" in summary_of(first.stdout)["jobs"][0]["error"]
+    assert "Re-running sends each again with its own idempotency key" in first.stderr
+    assert "--resubmit-uncertain" not in first.stderr
+    (intent,) = journal_rows(out, "state = 'intent'")
     again = run_cli(*batch_args(file, out, emu), cwd=tmp_path)
-    assert again.returncode == 1
-    assert emu.stats()["submit_requests"] == 3
+    assert again.returncode == 0, again.stderr
+    assert summary_of(again.stdout)["counts"] == {"done": 3}
+    stats = emu.stats()
+    assert stats["submissions"] == 3
+    assert stats["tasks_by_key"][intent["idempotency_key"]] == [
+        journal_rows(out, f"key = '{intent['key']}'")[0]["task_id"]
+    ]
     assert set(emu.created_prompts().values()) == {1}
 
 
@@ -414,16 +454,22 @@ GOOD = json.dumps({"prompt": "a fine line"})
     ("content", "expected"),
     [
         (f'{GOOD}\n{{"prompt": "x",\n', ["line 2: not valid JSON"]),
-        (f'{GOOD}\n{{"prompt": "x", "duration": 7}}\n', ["line 2: duration: must be one of"]),
-        (f'{GOOD}\n{{"promt": "x"}}\n', ["line 2: unknown field 'promt' (did you mean 'prompt'?)"]),
+        (
+            f'{GOOD}\n{{"prompt": "x", "duration": 16}}\n',
+            ["line 2: duration: must be a whole number of seconds from 3 to 15"],
+        ),
+        (f'{GOOD}\n{{"promt": "x"}}\n', ["line 2: promt: unknown field (did you mean 'prompt'?)"]),
         (
             f'{GOOD}\nnot json\n{{"prompt": "x", "mode": "ultra"}}\n\n{{"prompt": "x", "a": 1}}\n',
-            ["line 2: not valid JSON", "line 3: mode: must be one of", "line 5: unknown field"],
+            ["line 2: not valid JSON", "line 3: mode: must be one of", "line 5: a: unknown field"],
         ),
-        ('{"prompt": "x", "image_urls": ["ftp://a/b.jpg"]}\n', ["line 1: image_urls: must be"]),
+        (
+            '{"prompt": "x", "image_urls": ["missing.jpg"]}\n',
+            ["line 1: image_urls: local image: no such file"],
+        ),
         ("\n\n", ["no requests"]),
     ],
-    ids=["bad-json", "invalid-param", "unknown-key", "all-bad-lines", "bad-url", "empty"],
+    ids=["bad-json", "invalid-param", "unknown-key", "all-bad-lines", "missing-image", "empty"],
 )
 def test_bad_batch_files_are_rejected_before_submitting(
     emu: EmulatorProcess, tmp_path: Path, content: str, expected: list[str]
@@ -481,7 +527,7 @@ def test_invalid_generate_options_are_rejected(emu: EmulatorProcess, tmp_path: P
     assert "duration: pro mode goes up to 10 seconds" in pro15.stderr
     lone = run_cli("generate", "x", "--last-frame", "https://e.com/a.jpg", *common, cwd=tmp_path)
     assert lone.returncode == 2
-    assert "--last-frame needs --image" in lone.stderr
+    assert "--last-frame: last_frame_image: only valid together with image_urls" in lone.stderr
     assert emu.stats()["requests_total"] == 0
 
 

@@ -4,6 +4,11 @@ Every line is a :class:`Job`. Its POST runs in a *submitter* (never cancelled by
 Ctrl-C, so an id the server handed out is always recorded); waiting and downloading run
 in a *follower* (cancelled at once on Ctrl-C: the task keeps running remotely and the
 next run re-attaches to it). The journal is written at each step, before the next one.
+
+A submitter uploads the line's local images first, then writes the intent (the body with
+the uploaded URLs, and a fresh ``Idempotency-Key``), then POSTs. A line whose intent is
+unsettled (a crash, or retries that ran out) is sent again with its own key and body, so
+the server answers with the task it already made instead of making a second one.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import json
 import signal
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -19,23 +25,26 @@ from typing import Any, Protocol
 import attrs
 
 from .._exceptions import (
-    APIError,
     AuthenticationError,
+    BadRequestError,
+    IdempotencyConflictError,
     InsufficientCreditsError,
     KlingError,
-    NetworkError,
-    ServerError,
+    RequestValidationError,
     SubmissionUncertainError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
 )
+from .._models import ImageToVideo, VideoRequest
+from .._retry import surely_not_received
 from .._session import KlingSession
 from .._task import Task
-from ._batchfile import BatchLine
-from ._journal import Entry, Journal
+from ._batchfile import BatchLine, canonical_body
+from ._journal import Journal, JournalRow
+from ._options import new_idempotency_key
 
-__all__ = ["ACTIVE", "ENDED", "BatchOptions", "BatchRun", "Display", "Job"]
+__all__ = ["ACTIVE", "ENDED", "STATES", "BatchOptions", "BatchRun", "Display", "Job"]
 
 #: Job states, in the order they are shown.
 STATES = (
@@ -53,12 +62,24 @@ STATES = (
 )
 #: States in which a job is still moving.
 ACTIVE = frozenset({"queued", "submitting", "pending", "processing", "unknown", "downloading"})
-#: States in which a job has ended for this run.
-ENDED = frozenset(STATES) - ACTIVE
+#: States in which a job has an outcome for this run ("stopped" has none: it was cut short).
+ENDED = frozenset(STATES) - ACTIVE - {"stopped"}
 
 UNCERTAIN_HINT = (
-    "its POST may or may not have reached the server (no task id was recorded); left alone "
-    "so it is never paid twice: pass --resubmit-uncertain to submit it again"
+    "its POST may or may not have reached the server and retries ran out; re-running sends "
+    "it again with the same idempotency key, so the server returns the task it made, if "
+    "any, instead of charging twice"
+)
+LEGACY_UNCERTAIN_HINT = (
+    "its POST may or may not have reached the server (no task id was recorded), and this "
+    "journal row predates idempotency keys; left alone so it is never paid twice: pass "
+    "--resubmit-uncertain to submit it again"
+)
+CONFLICT_HINT = (
+    "the server refused the journal's idempotency key as used with a different request: "
+    "the journal's key and body for this line disagree. It is never sent with a new key "
+    "(that could pay twice); check your account for the task, and edit the line to submit "
+    "it as a new request"
 )
 
 
@@ -72,15 +93,23 @@ class Job:
     task_id: str | None = None
     progress: int = 0
     error: str | None = None
-    resumed: bool = False
-    """The journal already knew this job when the run started."""
     todo: str | None = None
-    """What the run must do: "submit", "follow" (wait, then download), "download" or None."""
+    """What the run must do: "submit", "resend" (the journal's unsettled POST), "follow"
+    (wait, then download), "download" or None."""
+    idempotency_key: str | None = None
+    """The key of the job's POST, once an intent is journaled."""
+    body: str | None = None
+    """The JSON body of the job's POST, once an intent is journaled."""
 
     @property
     def number(self) -> int:
         """The job's line number in the batch file."""
         return self.line.number
+
+    @property
+    def legacy_uncertain(self) -> bool:
+        """Uncertain, from a journal row without an idempotency key."""
+        return self.state == "uncertain" and self.idempotency_key is None
 
 
 class Display(Protocol):
@@ -126,12 +155,12 @@ class BatchRun:
         self._journal = journal
         self._options = options
         self._display = display
-        entries = journal.entries()
-        self.jobs = [self._plan(line, entries.get(line.key)) for line in lines]
+        rows = journal.rows()
+        self.jobs = [self._plan(line, rows.get(line.key)) for line in lines]
         keys = {line.key for line in lines}
-        #: Journal entries that match no line of the file (edited lines, another file).
+        #: Journal rows that match no line of the file (edited lines, another file).
         self.orphans = sorted(
-            (entry for key, entry in entries.items() if key not in keys), key=lambda e: e.line
+            (row for key, row in rows.items() if key not in keys), key=lambda r: r.line
         )
         self.interrupted = False
         self.halted: str | None = None
@@ -143,21 +172,23 @@ class BatchRun:
 
     # -- planning --------------------------------------------------------------------------
 
-    def _plan(self, line: BatchLine, entry: Entry | None) -> Job:
-        if entry is None:
+    def _plan(self, line: BatchLine, row: JournalRow | None) -> Job:
+        if row is None:
             return Job(line, line.filename(), todo="submit")
-        job = Job(line, entry.filename, task_id=entry.task_id, resumed=True)
-        state = entry.state
+        job = Job(line, row.filename, task_id=row.task_id)
+        state = row.state
         if state == "intent":
-            if self._options.resubmit_uncertain:
-                job.todo, job.task_id = "submit", None
+            if row.idempotency_key is not None:
+                job.todo, job.idempotency_key, job.body = "resend", row.idempotency_key, row.request
+            elif self._options.resubmit_uncertain:
+                job.todo = "submit"
             else:
                 job.state = "uncertain"
-                job.error = UNCERTAIN_HINT + (f" (cause: {entry.error})" if entry.error else "")
+                job.error = LEGACY_UNCERTAIN_HINT + (f" (cause: {row.error})" if row.error else "")
         elif state == "submitted":
             job.todo, job.state = "follow", "pending"
         elif state == "completed" or (
-            state == "downloaded" and not (self._options.out_dir / entry.filename).is_file()
+            state == "downloaded" and not (self._options.out_dir / row.filename).is_file()
         ):
             job.todo, job.state, job.progress = "download", "downloading", 100
         elif state == "downloaded":
@@ -165,7 +196,7 @@ class BatchRun:
         elif self._options.retry_failed:  # failed or cancelled
             job.todo, job.task_id = "submit", None
         else:
-            job.state, job.error = "failed", entry.error
+            job.state, job.error = "failed", row.error
         return job
 
     def counts(self) -> dict[str, int]:
@@ -185,21 +216,26 @@ class BatchRun:
     async def run(self) -> None:
         """Run every job that has something to do; Ctrl-C / SIGTERM stop it cleanly."""
         self._display.start(self.jobs)
-        for entry in self.orphans:
+        for row in self.orphans:
             self._display.note(
-                f"journal entry from line {entry.line} ({entry.state}"
-                f"{', task ' + entry.task_id if entry.task_id else ''}) matches no line of "
+                f"journal entry from line {row.line} ({row.state}"
+                f"{', task ' + row.task_id if row.task_id else ''}) matches no line of "
                 "this file (edited or removed?): left alone"
             )
         for job in self.jobs:
             if job.state == "uncertain":
                 self._display.note(f"line {job.number}: {job.error}")
+            elif job.todo == "resend":
+                self._display.note(
+                    f"line {job.number}: its last POST was never settled; sending it again "
+                    "with the same idempotency key (the server returns the task it made, if any)"
+                )
         try:
             with self._signals():
                 async with asyncio.TaskGroup() as group:
                     self._group = group
                     for job in self.jobs:
-                        if job.todo == "submit":
+                        if job.todo in ("submit", "resend"):
                             self._spawn(self._submitters, self._submit(job))
                         elif job.todo is not None:
                             self._spawn(self._followers, self._follow(job, None))
@@ -254,40 +290,123 @@ class BatchRun:
         self._display.changed(job)
 
     async def _submit(self, job: Job) -> None:
-        journal = self._journal
         async with self._submit_slots:
             if self.interrupted or self.halted:
                 self._changed(job, "stopped", self.halted or "not submitted: interrupted")
                 return
             job.error = None
             self._changed(job, "submitting")
-            journal.intent(job.line.key, job.number, job.line.body, job.filename)
-            try:
-                task = await self._session.submit(job.line.request)
-            except asyncio.CancelledError:
-                self._changed(job, "uncertain", UNCERTAIN_HINT + " (interrupted mid-POST)")
-                raise
-            except SubmissionUncertainError as exc:
-                journal.uncertain(job.line.key, str(exc.cause))
-                self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc.cause})")
+            request = await self._intent(job)
+            if request is None:
                 return
-            except KlingError as exc:
-                if not _surely_not_taken(exc):
-                    journal.uncertain(job.line.key, str(exc))
-                    self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc})")
-                    return
-                journal.not_submitted(job.line.key)
-                if isinstance(exc, AuthenticationError | InsufficientCreditsError):
-                    self.halted = f"not submitted: an earlier submission was refused: {exc}"
-                self._changed(job, "error", f"refused by the server: {exc}")
+            task = await self._post(job, request)
+            if task is None:
                 return
-            journal.submitted(job.line.key, task.id)
         job.task_id = task.id
         if self.interrupted:
             self._changed(job, "stopped", "submitted; interrupted before it ended")
             return
         self._changed(job, "pending")
         self._spawn(self._followers, self._follow(job, task))
+
+    async def _intent(self, job: Job) -> VideoRequest | None:
+        """The request to POST, its intent journaled (key and body) before it is sent; None
+        if the line cannot be sent (the job then says why)."""
+        line, journal = job.line, self._journal
+        if job.todo == "resend":
+            assert job.body is not None
+            try:
+                request = VideoRequest.from_fields(json.loads(job.body))
+            except (ValueError, RequestValidationError) as exc:
+                self._changed(job, "error", f"the journal's request body is unreadable: {exc}")
+                return None
+            journal.resending(line.key, line.number)
+            return request
+        try:
+            request = await self._uploaded(line.request)
+        except asyncio.CancelledError:
+            self._changed(job, "stopped", "interrupted while uploading its images")
+            raise
+        except (KlingError, OSError) as exc:
+            if isinstance(exc, AuthenticationError | InsufficientCreditsError):
+                self.halted = f"not submitted: an earlier upload was refused: {exc}"
+            self._changed(job, "error", f"image upload failed, nothing submitted: {exc}")
+            return None
+        job.idempotency_key, job.body = new_idempotency_key(), canonical_body(request)
+        journal.intent(line.key, line.number, job.body, job.filename, job.idempotency_key)
+        return request
+
+    async def _uploaded(self, request: VideoRequest) -> VideoRequest:
+        """``request`` with its local images uploaded (each file once) and replaced by URLs."""
+        if not isinstance(request, ImageToVideo) or not request.local_images:
+            return request
+        urls: dict[Path, str] = {}
+        for path in request.local_images:
+            if path not in urls:
+                urls[path] = await self._session.upload_image(path)
+
+        def url(image: str | Path | None) -> str | Path | None:
+            return urls[image] if isinstance(image, Path) else image
+
+        return attrs.evolve(
+            request,
+            image_urls=tuple(url(image) for image in request.image_urls),
+            last_frame_image=url(request.last_frame_image),
+        )
+
+    async def _post(self, job: Job, request: VideoRequest) -> Task | None:
+        """POST the journaled intent; the task, or None (the job then says why)."""
+        key, journal = job.line.key, self._journal
+        try:
+            task = await self._session.submit(request, idempotency_key=job.idempotency_key)
+        except asyncio.CancelledError:
+            self._changed(
+                job,
+                "stopped",
+                "interrupted mid-POST; re-running sends it again with the same idempotency "
+                "key (never paid twice)",
+            )
+            raise
+        except SubmissionUncertainError as exc:
+            journal.problem(key, str(exc.cause))
+            self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc.cause})")
+            return None
+        except IdempotencyConflictError as exc:
+            journal.problem(key, f"{CONFLICT_HINT}: {exc}")
+            self._changed(job, "error", f"{CONFLICT_HINT}: {exc}")
+            return None
+        except BadRequestError as exc:
+            # The server judged this key and body and refused the body (a known key would
+            # have been replayed): no task exists under the key, so the intent is dropped
+            # and the next run starts afresh (uploading local images again).
+            journal.not_submitted(key)
+            job.idempotency_key = job.body = None
+            reason = f"refused by the server: {exc}"
+            if job.todo == "resend" and job.line.local_images:
+                reason += (
+                    " (its images were uploaded by an earlier run: if that was over 72 hours "
+                    "ago their URLs have expired; re-running uploads them again)"
+                )
+            self._changed(job, "error", reason)
+            return None
+        except KlingError as exc:
+            if isinstance(exc, AuthenticationError | InsufficientCreditsError):
+                self.halted = f"not submitted: an earlier submission was refused: {exc}"
+            if not (isinstance(exc, RequestValidationError) or surely_not_received(exc)):
+                journal.problem(key, str(exc))
+                self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc})")
+                return None
+            # Refused before the key was looked at (401, 402, 429...): an earlier POST of
+            # this intent may still have made a task, so the key is kept for the next run.
+            reason = (
+                f"refused by the server: {exc}; re-running sends it again with the same "
+                "idempotency key"
+            )
+            journal.problem(key, reason)
+            self._changed(job, "error", reason)
+            return None
+        journal.submitted(key, task.id)
+        return task
 
     async def _follow(self, job: Job, task: Task | None) -> None:
         journal, key = self._journal, job.line.key
@@ -320,16 +439,20 @@ class BatchRun:
         except TaskNotFoundError as exc:
             journal.problem(key, str(exc))
             self._changed(job, "error", f"the server does not know task {job.task_id}: {exc}")
-        except KlingError as exc:
+        except KlingError as exc:  # a download refused or unsavable: this line only
             journal.problem(key, str(exc))
             self._changed(job, "error", str(exc))
-        except TimeoutError:
+        except TimeoutError:  # asyncio.timeout (before OSError: TimeoutError is one)
             message = (
                 f"not finished within {self._options.timeout:g} s (it keeps running; "
                 "re-run to resume)"
             )
             journal.problem(key, message)
             self._changed(job, "error", message)
+        except OSError as exc:  # a local file problem is this line's outcome, not a crash
+            reason = f"cannot save the video: {exc.strerror or exc}"
+            journal.problem(key, reason)
+            self._changed(job, "error", reason)
         except asyncio.CancelledError:
             self._changed(job, "stopped", "interrupted (the task keeps running; re-run to resume)")
             raise
@@ -339,15 +462,8 @@ def _remove_leftovers(target: Path) -> None:
     """Delete partial downloads of ``target`` that a killed run left behind.
 
     The SDK writes to ``.<name>.<random>.part`` and renames when complete; only a SIGKILL
-    or a power cut leaves one. The journal lock means no other run is writing them now.
+    or a power cut leaves one. The output folder's lock means no other run writes them now.
     """
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
         with contextlib.suppress(OSError):
             leftover.unlink()
-
-
-def _surely_not_taken(exc: KlingError) -> bool:
-    """True if the server certainly did not create a task for a POST that raised ``exc``."""
-    if isinstance(exc, NetworkError):
-        return not exc.sent
-    return isinstance(exc, APIError) and not isinstance(exc, ServerError)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,7 @@ from ._batch import BatchOptions, BatchRun, Display
 from ._batchfile import BatchFileError, BatchLine, read_batch
 from ._journal import Journal, JournalError, default_path
 from ._jsonlines import JsonBatchDisplay, emit, summary_record
+from ._lock import FileLock, LockedError
 from ._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -31,7 +34,10 @@ from ._options import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["batch"]
+__all__ = ["OUT_LOCK_NAME", "batch"]
+
+#: The lock file a batch holds in its output directory while it runs.
+OUT_LOCK_NAME = ".kling-batch.lock"
 
 
 def batch(args: argparse.Namespace) -> int:
@@ -67,18 +73,42 @@ def batch(args: argparse.Namespace) -> int:
         display = load_rich().RichBatchDisplay(
             make_console(stderr=True), f"{args.file.name} → {out_dir}"
         )
-    try:
-        journal = Journal(journal_path)
-    except JournalError as exc:
-        raise CLIError(str(exc)) from exc
-    resume = _resume_hint(args, journal_path)
-    try:
-        with journal:
-            run = asyncio.run(_batch(connection, journal, lines, options, display))
-    except KeyboardInterrupt:
-        print(f"interrupted. {resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with _lock_output(out_dir):
+        try:
+            journal = Journal(journal_path)
+        except JournalError as exc:
+            raise CLIError(str(exc)) from exc
+        resume = _resume_hint(args, journal_path)
+        try:
+            with journal:
+                run = asyncio.run(_batch(connection, journal, lines, options, display))
+        except KeyboardInterrupt:
+            print(f"interrupted. {resume}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     return _batch_outcome(run, out_dir, journal_path, console, resume)
+
+
+@contextlib.contextmanager
+def _lock_output(out_dir: Path) -> Iterator[None]:
+    """Hold the output directory's lock: one batch at a time may write into a folder."""
+    lock = FileLock(out_dir / OUT_LOCK_NAME)
+    try:
+        lock.acquire()
+    except LockedError:
+        raise CLIError(
+            f"the output directory {out_dir} is in use by another kling-async batch "
+            f"({lock.path} is locked); two batches writing into one folder would overwrite "
+            "each other's videos and could pay twice: wait for it to end, or choose another "
+            "--out"
+        ) from None
+    except OSError as exc:
+        raise CLIError(
+            f"cannot lock the output directory {out_dir}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 async def _batch(
@@ -137,10 +167,19 @@ def _batch_outcome(
     if run.ok:
         return EXIT_OK
     counts = run.counts()
-    if counts["uncertain"]:
+    legacy = sum(job.legacy_uncertain for job in run.jobs)
+    if counts["uncertain"] - legacy:
         print(
-            f"{counts['uncertain']} line(s) are uncertain: their POST may or may not have "
-            "reached the server. Check your account; --resubmit-uncertain submits them again.",
+            f"{counts['uncertain'] - legacy} line(s) are uncertain: retries ran out before "
+            "the server said whether it took their POST. Re-running sends each again with "
+            f"its own idempotency key, which cannot pay twice. {resume}",
+            file=sys.stderr,
+        )
+    if legacy:
+        print(
+            f"{legacy} line(s) from an older journal are uncertain: their POST may or may "
+            "not have reached the server, and they have no idempotency key. Check your "
+            "account; --resubmit-uncertain submits them again (may pay twice).",
             file=sys.stderr,
         )
     resumable = counts["error"] + counts["stopped"]

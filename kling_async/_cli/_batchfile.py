@@ -1,47 +1,41 @@
 """Reading a batch file: one JSON request per line, every bad line found before anything runs.
 
-Each non-blank line is a JSON object with the API's field names. A line becomes a
-:class:`TextToVideo`, or an :class:`ImageToVideo` when it has ``image_urls``, so the
-SDK's validators name the field and the rule that a bad line breaks.
+Each non-blank line is a JSON object with the API's field names, made into a request by
+:meth:`VideoRequest.from_fields` (so the library's own rules, and words, judge it). An
+``image_urls`` or ``last_frame_image`` entry that is not an ``http(s)://`` URL is a local
+image, relative to the batch file's folder: it must exist and be a JPEG, PNG, GIF or WebP
+before anything runs, and is uploaded when its line is submitted.
 
-A line's identity (:attr:`BatchLine.key`) is the hash of its canonical request body plus
-its occurrence among identical lines, not its line number: inserting or reordering lines
-never makes the journal think a finished job is new (which would pay for it twice), while
-an edited line is a new job.
+A line's identity (:attr:`BatchLine.key`) is the hash of its canonical request body (local
+images as written in the file) plus its occurrence among identical lines, not its line
+number: inserting or reordering lines never makes the journal think a finished job is new
+(which would pay for it twice), while an edited line is a new job.
 """
 
 from __future__ import annotations
 
 import codecs
-import difflib
 import hashlib
 import json
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 
 from .._convert import request_body
 from .._exceptions import RequestValidationError
-from .._models import ImageToVideo, TextToVideo, VideoRequest
+from .._models import ImageToVideo, VideoRequest
+from .._upload import image_type
+from ._options import validation_message
 
-__all__ = ["FIELDS", "BatchFileError", "BatchLine", "parse_request", "read_batch"]
+__all__ = ["IMAGE_FIELDS", "BatchFileError", "BatchLine", "canonical_body", "read_batch"]
 
-#: The request fields a line may have: the API's own names.
-FIELDS = (
-    "model",
-    "prompt",
-    "mode",
-    "duration",
-    "aspect_ratio",
-    "negative_prompt",
-    "image_urls",
-    "last_frame_image",
-    "watermark",
-    "audio",
-)
+#: The fields that name images: URLs, or local files.
+IMAGE_FIELDS = ("image_urls", "last_frame_image")
+_WRITTEN_AS = "https://local-file.invalid/"  # the stand-in URL of a local image in an identity
 
 
 class BatchFileError(Exception):
@@ -60,15 +54,20 @@ class BatchLine:
     number: int
     """1-based line number in the file."""
     request: VideoRequest
-    body: str
-    """The canonical JSON body sent for this line (defaults filled in, keys sorted)."""
+    """The request; local images are paths (relative to the batch file's folder)."""
     key: str
-    """Stable identity: hash of ``body`` and the occurrence among identical lines."""
+    """Stable identity: hash of the canonical body and the occurrence among identical lines."""
 
     @property
     def digest(self) -> str:
         """A short hex id of the identity, used in file names."""
         return hashlib.sha256(self.key.encode()).hexdigest()[:8]
+
+    @property
+    def local_images(self) -> tuple[Path, ...]:
+        """The images this line uploads before its request is sent."""
+        request = self.request
+        return request.local_images if isinstance(request, ImageToVideo) else ()
 
     def filename(self) -> str:
         """The video's file name: line number, prompt words, identity (never collides)."""
@@ -76,22 +75,11 @@ class BatchLine:
         return f"{self.number:04d}-{slug.rstrip('-') or 'video'}-{self.digest}.mp4"
 
 
-def parse_request(data: Any) -> VideoRequest:
-    """The request a decoded JSON line describes; ValueError says what is wrong with it."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object with request fields, got {_json_type(data)}")
-    unknown = [key for key in data if key not in FIELDS]
-    if unknown:
-        named = ", ".join(_unknown(key) for key in unknown)
-        raise ValueError(f"unknown field {named}; the fields are: {', '.join(FIELDS)}")
-    fields = {key: value for key, value in data.items() if value is not None}
-    if "prompt" not in fields:
-        raise ValueError("prompt: required, a non-empty string")
-    if "image_urls" in fields:
-        return ImageToVideo(**fields)
-    if "last_frame_image" in fields:
-        raise ValueError("last_frame_image: only valid together with image_urls (image-to-video)")
-    return TextToVideo(**fields)
+def canonical_body(request: VideoRequest) -> str:
+    """The request's JSON body as one canonical string (defaults filled in, keys sorted)."""
+    return json.dumps(
+        request_body(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
 
 
 def read_batch(path: Path) -> list[BatchLine]:
@@ -122,19 +110,13 @@ def read_batch(path: Path) -> list[BatchLine]:
             problems.append(f"line {number}: not valid JSON: nested too deeply")
             continue
         try:
-            request = parse_request(data)
+            request, identity = _request(data, path.parent)
         except RequestValidationError as exc:
-            problems.append(f"line {number}: {exc}")
+            problems.append(f"line {number}: {validation_message(exc)}")
             continue
-        except (ValueError, TypeError) as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
-        body = json.dumps(
-            request_body(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
-        digest = hashlib.sha256(body.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
         seen[digest] += 1
-        lines.append(BatchLine(number, request, body, f"{digest}.{seen[digest]}"))
+        lines.append(BatchLine(number, request, f"{digest}.{seen[digest]}"))
     if not problems and not lines:
         problems.append("no requests: the file has no non-blank lines")
     if problems:
@@ -142,12 +124,57 @@ def read_batch(path: Path) -> list[BatchLine]:
     return lines
 
 
-def _unknown(key: str) -> str:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{key!r}{hint}"
+def _request(data: Any, folder: Path) -> tuple[VideoRequest, str]:
+    """The request a decoded line describes and the body its identity hashes."""
+    if not isinstance(data, dict):
+        VideoRequest.from_fields(data)  # refuses it in the library's words
+    written: dict[Path, str] = {}
+
+    def image(value: Any) -> Any:
+        if not isinstance(value, str) or value.lower().startswith(("http://", "https://")):
+            return value  # a URL, or something for the library to refuse
+        path = folder / value
+        written[path] = value
+        return path
+
+    fields = dict(data)
+    if isinstance(fields.get("image_urls"), list):
+        fields["image_urls"] = [image(value) for value in fields["image_urls"]]
+    if fields.get("last_frame_image") is not None:
+        fields["last_frame_image"] = image(fields["last_frame_image"])
+    request = VideoRequest.from_fields(fields)
+    if not isinstance(request, ImageToVideo) or not request.local_images:
+        return request, canonical_body(request)
+    for field in IMAGE_FIELDS:
+        values = getattr(request, field)
+        for value in values if isinstance(values, tuple) else (values,):
+            if isinstance(value, Path):
+                _check_image(value, field)
+
+    # The identity names each local image as the line wrote it (not its upload's URL,
+    # which differs on every upload), through a stand-in URL that can never be fetched.
+    def stand_in(value: Any) -> Any:
+        return _WRITTEN_AS + quote(written[value]) if isinstance(value, Path) else value
+
+    as_written = attrs.evolve(
+        request,
+        image_urls=tuple(stand_in(value) for value in request.image_urls),
+        last_frame_image=stand_in(request.last_frame_image),
+    )
+    return request, canonical_body(as_written)
 
 
-def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
-    return names.get(type(value), "a number" if isinstance(value, float) else "null")
+def _check_image(path: Path, field: str) -> None:
+    """Refuse a local image that cannot be read or is not a type the API takes, reading
+    only its first bytes (the whole file is read when it is uploaded)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+    except OSError as exc:
+        raise RequestValidationError(
+            field, f"cannot read the image: {exc.strerror or exc}", str(path)
+        ) from exc
+    if image_type(head) is None:
+        raise RequestValidationError(
+            field, "not a JPEG, PNG, GIF or WebP image (judged by its bytes)", str(path)
+        )

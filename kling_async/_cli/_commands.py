@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import KlingError, RequestValidationError, SubmissionUncertainError
-from .._models import ImageToVideo, TextToVideo, VideoRequest
-from .._session import KlingSession
+from .._models import ImageToVideo, VideoRequest
+from .._session import KlingSession, check_idempotency_key
 from .._task import Task
 from ._jsonlines import emit, snapshot_record
 from ._options import (
@@ -24,7 +24,9 @@ from ._options import (
     json_mode,
     load_rich,
     make_console,
+    new_idempotency_key,
     open_session,
+    validation_message,
     writable_dir,
 )
 
@@ -34,8 +36,29 @@ if TYPE_CHECKING:
 __all__ = ["download", "generate", "status", "wait"]
 
 
+#: The option that sets each request field, for error messages.
+OPTION_OF = {
+    "prompt": "PROMPT",
+    "model": "--model",
+    "mode": "--mode",
+    "duration": "--duration",
+    "aspect_ratio": "--aspect-ratio",
+    "negative_prompt": "--negative-prompt",
+    "image_urls": "--image",
+    "last_frame_image": "--last-frame",
+    "audio": "--audio",
+    "watermark": "--watermark",
+}
+
+
+def image_arg(value: str) -> str | Path:
+    """An ``--image``/``--last-frame`` value: an http(s) URL as is, anything else a path."""
+    return value if value.lower().startswith(("http://", "https://")) else Path(value)
+
+
 def _request_from_args(args: argparse.Namespace) -> VideoRequest:
-    options: dict[str, Any] = {
+    fields: dict[str, Any] = {
+        "prompt": args.prompt,
         "model": args.model,
         "mode": args.mode,
         "duration": args.duration,
@@ -43,17 +66,13 @@ def _request_from_args(args: argparse.Namespace) -> VideoRequest:
         "negative_prompt": args.negative_prompt,
         "audio": args.audio,
         "watermark": args.watermark,
+        "image_urls": [image_arg(i) for i in args.image] if args.image else None,
+        "last_frame_image": image_arg(args.last_frame) if args.last_frame else None,
     }
     try:
-        if args.image:
-            return ImageToVideo(
-                args.prompt, image_urls=args.image, last_frame_image=args.last_frame, **options
-            )
-        if args.last_frame:
-            raise CLIError("--last-frame needs --image (the first frame)")
-        return TextToVideo(args.prompt, **options)
-    except RequestValidationError as exc:
-        raise CLIError(f"invalid request: {exc}") from exc
+        return VideoRequest.from_fields(fields)
+    except RequestValidationError as exc:  # the library's words, prefixed by the option
+        raise CLIError(f"{OPTION_OF.get(exc.field, exc.field)}: {validation_message(exc)}") from exc
 
 
 def _target(out: Path | None) -> Path | None:
@@ -116,6 +135,11 @@ async def _save(session: KlingSession, task: Task, path: Path, console: Console 
 def generate(args: argparse.Namespace) -> int:
     """``generate PROMPT``: check options and destination, submit, follow, save the MP4."""
     request = _request_from_args(args)
+    if args.idempotency_key is not None:
+        try:
+            check_idempotency_key(args.idempotency_key)
+        except RequestValidationError as exc:
+            raise CLIError(f"--idempotency-key: {exc}") from exc
     connection = connection_from_args(args)
     target = _target(args.out)
     console = None if json_mode(args) else make_console(stderr=True)
@@ -129,17 +153,24 @@ async def _generate(
     target: Path | None,
     console: Console | None,
 ) -> int:
+    key: str = args.idempotency_key or new_idempotency_key()
+    local = isinstance(request, ImageToVideo) and bool(request.local_images)
     async with open_session(connection) as session:
         try:
-            task = await session.submit(request)
+            task = await session.submit(request, idempotency_key=key)
         except asyncio.CancelledError:
-            print(
-                "interrupted while submitting: the task may or may not have been created",
-                file=sys.stderr,
-            )
+            message = "interrupted while submitting: the task may or may not have been created"
+            if not local:
+                message += f"; {_settle_hint(key)}"
+            print(message, file=sys.stderr)
             raise
         except SubmissionUncertainError as exc:
-            raise CLIError(str(exc), EXIT_FAILED) from exc
+            hint = _settle_hint(exc.idempotency_key, exc.request if local else None)
+            raise CLIError(f"{exc}. {hint}", EXIT_FAILED) from exc
+        except RequestValidationError as exc:  # e.g. an image that is not one: nothing sent
+            raise CLIError(
+                f"{OPTION_OF.get(exc.field, exc.field)}: {validation_message(exc)}"
+            ) from exc
         except KlingError as exc:
             raise CLIError(f"submission refused: {exc}", EXIT_FAILED) from exc
         if console is None:
@@ -160,6 +191,22 @@ async def _generate(
             raise
     _report_saved(args, task, saved)
     return EXIT_OK
+
+
+def _settle_hint(key: str, uploaded: VideoRequest | None = None) -> str:
+    """How to learn, without paying twice, whether an uncertain submit made a task.
+
+    ``uploaded`` is the request as sent when local images were uploaded for it: the
+    re-run must name their URLs, since a new upload makes a new request (and a 409)."""
+    hint = (
+        f"to settle it without paying twice, re-run the same command with --idempotency-key {key}"
+    )
+    if isinstance(uploaded, ImageToVideo):
+        images = [f"--image {shlex.quote(str(url))}" for url in uploaded.image_urls]
+        if uploaded.last_frame_image is not None:
+            images.append(f"--last-frame {shlex.quote(str(uploaded.last_frame_image))}")
+        hint += f" and {' '.join(images)} in place of the local files (already uploaded)"
+    return hint
 
 
 def _report_saved(args: argparse.Namespace, task: Task, path: Path) -> None:

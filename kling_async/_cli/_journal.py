@@ -6,44 +6,55 @@ single-statement writes, each committed before the next step is taken::
     intent ──POST returned an id──▶ submitted ──task ended──▶ completed ──file saved──▶ downloaded
                                               └────────────▶ failed / cancelled
 
-``intent`` is written *before* the POST. A row still at ``intent`` (no task id) after a
-crash, a SIGKILL or a :class:`SubmissionUncertainError` is a POST that may or may not have
-reached the server: it is never resubmitted on its own. WAL mode with ``synchronous=FULL``
-makes every commit survive a crash of the process or of the machine; one process at a time
-may use a journal (an advisory lock on ``<journal>.lock``).
+``intent`` is written *before* the POST, with the ``Idempotency-Key`` and the exact JSON
+body that POST sends. A row still at ``intent`` (no task id) after a crash, a SIGKILL or a
+:class:`SubmissionUncertainError` is *unsettled*: the next run sends the same body with the
+same key again, and the server answers with the task it made the first time, or makes it
+now: one generation either way. Rows written before keys existed (schema 1) have no key:
+those stay "uncertain" and are only resubmitted when asked.
+
+WAL mode with ``synchronous=FULL`` makes every commit survive a crash of the process or of
+the machine; one process at a time may use a journal (an advisory lock on
+``<journal>.lock``). A new journal appears under its name only complete (written aside,
+then renamed), so a file that is there but is not a journal (empty, truncated, foreign) is
+an error, never mistaken for a new journal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import sqlite3
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
-__all__ = ["DONE", "Entry", "Journal", "JournalError", "default_path"]
+from ._lock import FileLock, LockedError
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "Journal", "JournalError", "JournalRow", "default_path"]
+
+SCHEMA_VERSION = 2  # 2: jobs.idempotency_key
 DEFAULT_NAME = ".kling-journal.sqlite3"
 
-#: States in which nothing is left to do for a job.
-DONE = frozenset({"downloaded", "failed", "cancelled"})
-
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
     key      TEXT PRIMARY KEY,   -- the line's identity: request hash + occurrence
     line     INTEGER NOT NULL,   -- line number when last touched (for messages)
-    request  TEXT NOT NULL,      -- the canonical JSON body
+    request  TEXT NOT NULL,      -- the JSON body the POST sends (uploaded image URLs included)
     state    TEXT NOT NULL,      -- intent | submitted | completed | downloaded | failed | cancelled
     task_id  TEXT,               -- NULL only while state = 'intent'
     filename TEXT NOT NULL,      -- the video's name inside the output directory
     error    TEXT,               -- why the job failed, or the last problem met
     attempts INTEGER NOT NULL DEFAULT 0,  -- POSTs started for this job
-    updated  REAL NOT NULL       -- unix time of the last write
+    updated  REAL NOT NULL,      -- unix time of the last write
+    idempotency_key TEXT         -- the key the POST carries (NULL in rows of schema 1)
 );
 """
+_COLUMNS = "key, line, request, state, task_id, filename, error, attempts, idempotency_key"
 
 
 class JournalError(Exception):
@@ -51,21 +62,24 @@ class JournalError(Exception):
 
 
 @attrs.frozen
-class Entry:
+class JournalRow:
     """One job as the journal last recorded it."""
 
     key: str
     line: int
     request: str
+    """The JSON body its POST sends."""
     state: str
     task_id: str | None
     filename: str
     error: str | None
     attempts: int
+    idempotency_key: str | None
+    """The key its POST carries; None only in rows written before keys existed."""
 
     @property
-    def uncertain(self) -> bool:
-        """True if a POST was started but its task id never recorded."""
+    def unsettled(self) -> bool:
+        """True if a POST was (or was about to be) sent and its task id never recorded."""
         return self.state == "intent"
 
 
@@ -78,23 +92,34 @@ class Journal:
     """One connection to a journal file; every write is its own durable commit."""
 
     def __init__(self, path: Path | None) -> None:
-        """Open (creating if needed) the journal at ``path``; None keeps it in memory only."""
+        """Open the journal at ``path``, creating it if there is no file; None keeps it in
+        memory only. A file that exists must be a journal (JournalError otherwise)."""
         self.path = path
-        self._lock: IO[bytes] | None = None
+        self._lock: FileLock | None = None
+        self._db: sqlite3.Connection | None = None
         try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._lock = _acquire_lock(path.with_name(path.name + ".lock"))
+            if path is None:
+                self._db = sqlite3.connect(":memory:", isolation_level=None)
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(path.with_name(path.name + ".lock")).acquire()
+            if not path.exists():
+                _create(path)
             # isolation_level=None is autocommit: every write statement is its own commit.
-            self._db = sqlite3.connect(path or ":memory:", isolation_level=None)
-        except OSError as exc:
-            self._release_lock()
-            raise JournalError(f"cannot open the journal {path}: {exc.strerror or exc}") from exc
-        except sqlite3.Error as exc:
-            self._release_lock()
-            raise JournalError(f"cannot open the journal {path}: {exc}") from exc
-        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
             self._setup()
+        except LockedError:
+            self.close()
+            raise JournalError(
+                f"the journal {path} is in use by another kling-async process"
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise JournalError(f"cannot open the journal {path}: {exc.strerror or exc}") from exc
         except sqlite3.Error as exc:
             self.close()
             raise JournalError(f"cannot use the journal {path}: {exc}") from exc
@@ -103,23 +128,55 @@ class Journal:
             raise
 
     def _setup(self) -> None:
-        db = self._db
+        db = self._conn
         db.execute("PRAGMA busy_timeout = 5000")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if self.path is not None and str(mode).lower() != "wal":
-            raise JournalError(f"the journal {self.path} cannot use WAL mode (got {mode})")
-        db.execute("PRAGMA synchronous = FULL")
-        db.executescript(_SCHEMA)
-        db.execute(
-            "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        try:
+            row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:  # "no such table", "file is not a database"
+            raise JournalError(self._not_a_journal(str(exc))) from exc
+        if row is None:
+            raise JournalError(self._not_a_journal("it has no schema version"))
         version = int(row[0])
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"the journal {self.path} was written by a newer kling-async (schema {version})"
             )
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"the journal {self.path} cannot use WAL mode (got {mode})")
+        db.execute("PRAGMA synchronous = FULL")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _not_a_journal(self, why: str) -> str:
+        size = self.path.stat().st_size if self.path is not None else 0
+        return (
+            f"{self.path} is not a kling-async journal ({size} bytes; {why}). It was not "
+            "created by this run, so it is left alone: if it was damaged, restore it; to "
+            "start a new journal (which submits, and pays for, every line again) move it "
+            "away or pass another --journal"
+        )
+
+    def _migrate(self, version: int) -> None:
+        """Bring a journal of an older schema up to date in one transaction."""
+        db = self._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2:  # rows from before keys keep NULL: they stay "uncertain"
+                db.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+            db.execute(
+                "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalError(f"the journal {self.path} is closed")
+        return self._db
 
     def __enter__(self) -> Journal:
         return self
@@ -129,36 +186,43 @@ class Journal:
 
     def close(self) -> None:
         """Close the connection and release the lock (safe to call twice)."""
-        db = getattr(self, "_db", None)
-        if db is not None:
-            db.close()
-            self._db = None  # type: ignore[assignment]
-        self._release_lock()
-
-    def _release_lock(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
         if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
+            self._lock.release()
             self._lock = None
 
     # -- reading -------------------------------------------------------------------------
 
-    def entries(self) -> dict[str, Entry]:
+    def rows(self) -> dict[str, JournalRow]:
         """Every job recorded, by key."""
-        rows = self._db.execute(
-            "SELECT key, line, request, state, task_id, filename, error, attempts FROM jobs"
-        ).fetchall()
-        return {row[0]: Entry(*row) for row in rows}
+        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall()
+        return {row[0]: JournalRow(*row) for row in rows}
 
     # -- the steps of a job ----------------------------------------------------------------
 
-    def intent(self, key: str, line: int, request: str, filename: str) -> None:
-        """Record that a POST is about to be sent (committed before it is sent)."""
+    def intent(
+        self, key: str, line: int, request: str, filename: str, idempotency_key: str
+    ) -> None:
+        """Record that a POST of ``request`` with ``idempotency_key`` is about to be sent
+        (committed before it is sent). A new intent is a new logical request: it replaces
+        the body, the key and any earlier outcome."""
         self._write(
-            "INSERT INTO jobs (key, line, request, state, filename, attempts, updated)"
-            " VALUES (?, ?, ?, 'intent', ?, 1, ?)"
-            " ON CONFLICT (key) DO UPDATE SET line = excluded.line, state = 'intent',"
-            " task_id = NULL, error = NULL, attempts = attempts + 1, updated = excluded.updated",
-            (key, line, request, filename, time.time()),
+            "INSERT INTO jobs (key, line, request, state, filename, attempts, updated,"
+            " idempotency_key) VALUES (?, ?, ?, 'intent', ?, 1, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET line = excluded.line, request = excluded.request,"
+            " state = 'intent', task_id = NULL, error = NULL, attempts = attempts + 1,"
+            " updated = excluded.updated, idempotency_key = excluded.idempotency_key",
+            (key, line, request, filename, time.time(), idempotency_key),
+        )
+
+    def resending(self, key: str, line: int) -> None:
+        """Record that an unsettled intent's POST is sent again, same key and body."""
+        self._write(
+            "UPDATE jobs SET line = ?, attempts = attempts + 1, updated = ?"
+            " WHERE key = ? AND state = 'intent'",
+            (line, time.time(), key),
         )
 
     def submitted(self, key: str, task_id: str) -> None:
@@ -168,10 +232,6 @@ class Journal:
     def not_submitted(self, key: str) -> None:
         """Undo an intent: the server surely did not take the POST (refused, 400, 401, 429)."""
         self._write("DELETE FROM jobs WHERE key = ? AND state = 'intent'", (key,))
-
-    def uncertain(self, key: str, reason: str) -> None:
-        """Keep the intent, noting why it is uncertain whether the server took the POST."""
-        self._update(key, error=reason)
 
     def finished(self, key: str, state: str, error: str | None = None) -> None:
         """Record the task's terminal state: completed, failed or cancelled."""
@@ -184,7 +244,8 @@ class Journal:
         self._update(key, state="downloaded", filename=filename, error=None)
 
     def problem(self, key: str, error: str) -> None:
-        """Note a problem that leaves the state as it is (a download or a wait that failed)."""
+        """Note a problem that leaves the state as it is (an uncertain POST, a download or a
+        wait that failed)."""
         self._update(key, error=error)
 
     def _update(self, key: str, **values: Any) -> None:
@@ -196,26 +257,46 @@ class Journal:
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         try:
-            self._db.execute(sql, params)
+            self._conn.execute(sql, params)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot write to the journal {self.path}: {exc}") from exc
 
 
-def _acquire_lock(path: Path) -> IO[bytes] | None:
-    """Hold an exclusive advisory lock on ``path`` (None where flock does not exist)."""
+def _create(path: Path) -> None:
+    """Write a new, empty journal beside ``path`` and rename it into place, so the name
+    only ever holds a complete journal (the caller holds the journal's lock)."""
+    for stale in (Path(f"{path}-wal"), Path(f"{path}-shm")):  # left by a deleted journal
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    for leftover in path.parent.glob(f".{path.name}.*.new"):  # a creation cut short
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock, documented
-        return None
-    handle = open(path, "ab")  # noqa: SIM115 - held open for the journal's lifetime
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise JournalError(
-            f"the journal {path.with_suffix('')} is in use by another kling-async process"
-        ) from None
-    except OSError:
-        handle.close()
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")  # kept in the file's header
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        finally:
+            db.close()  # checkpoints: everything is in the main file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
-    return handle
+    _sync_dir(path.parent)
+
+
+def _sync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open a directory
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)

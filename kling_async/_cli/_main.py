@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "emulator":
         from ..emulator import main as emulator_main
 
-        return emulator_main(extra)
+        return emulator_main(extra, prog=f"{PROG} emulator")
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._config import API_KEY_ENV, BASE_URL_ENV, PollPolicy, resolve_config
-from .._exceptions import KlingError
+from .._exceptions import KlingError, RequestValidationError
 from .._session import KlingSession
 
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ __all__ = [
     "json_mode",
     "load_rich",
     "make_console",
+    "new_idempotency_key",
     "open_session",
+    "validation_message",
     "writable_dir",
 ]
 
@@ -97,13 +100,20 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
     base_url = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV)
     try:
         resolve_config(key, base_url)
-    except KlingError as exc:
-        message = str(exc).replace(
-            "use https, a loopback address, or pass allow_insecure=True",
-            "use an https URL (plain http only to a loopback address)",
-        )
-        raise CLIError(message) from exc
+    except KlingError as exc:  # the library's own words: a bad key, an unsafe URL
+        raise CLIError(str(exc)) from exc
     return Connection(key, base_url, poll)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """The library's message for a refused request, plus the whole file name when the
+    message had to shorten it (a missing image must be named in full)."""
+    text = str(exc)
+    value = exc.value
+    shortened = isinstance(value, str) and repr(value) not in text
+    if shortened and exc.field in ("image_urls", "last_frame_image"):
+        text += f"; the file: {value}"
+    return text
 
 
 def _poll_policy(args: argparse.Namespace, scale: float | None) -> PollPolicy:
@@ -128,6 +138,11 @@ def _poll_policy(args: argparse.Namespace, scale: float | None) -> PollPolicy:
 def _given(args: argparse.Namespace, name: str, default: float) -> float:
     value = getattr(args, name, None)
     return default if value is None else float(value)
+
+
+def new_idempotency_key() -> str:
+    """A fresh ``Idempotency-Key`` for one logical request (1-191 visible ASCII)."""
+    return "kling-async-cli-" + secrets.token_hex(16)
 
 
 @contextlib.asynccontextmanager

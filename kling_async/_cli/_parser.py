@@ -34,12 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
     waiting = argparse.ArgumentParser(add_help=False)
     group = waiting.add_argument_group("waiting")
     group.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="give up waiting after this long"
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up waiting after this long (default: wait until the task ends)",
     )
-    group.add_argument("--min-poll-interval", type=float, metavar="SECONDS", help="default 2")
-    group.add_argument("--max-poll-interval", type=float, metavar="SECONDS", help="default 30")
     group.add_argument(
-        "--max-polls-per-second", type=float, metavar="N", help="status requests cap (default 10)"
+        "--min-poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="shortest gap between two status checks of a task (default 2)",
+    )
+    group.add_argument(
+        "--max-poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="longest gap between two status checks of a task (default 30)",
+    )
+    group.add_argument(
+        "--max-polls-per-second",
+        type=float,
+        metavar="N",
+        help="cap on status requests per second for the whole command (default 10)",
     )
 
     emulated = argparse.ArgumentParser(add_help=False)
@@ -75,28 +91,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("prompt", help="what the video shows")
     gen.add_argument("--model", default="kling-v3", help="model name (default %(default)s)")
-    gen.add_argument("--mode", choices=MODES, default="std", help="std = 720p, pro = 1080p")
+    gen.add_argument(
+        "--mode", choices=MODES, default="std", help="std = 720p, pro = 1080p (default %(default)s)"
+    )
     gen.add_argument(
         "--duration",
         type=int,
         choices=range(MIN_DURATION, MAX_DURATION + 1),
         default=5,
         metavar="SECONDS",
-        help=f"whole seconds, {MIN_DURATION}-{MAX_DURATION} (image-to-video and pro: at most 10)",
+        help=f"whole seconds, {MIN_DURATION}-{MAX_DURATION} (image-to-video and pro: at most "
+        "10; default %(default)s)",
     )
-    gen.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="16:9")
+    gen.add_argument(
+        "--aspect-ratio",
+        choices=ASPECT_RATIOS,
+        default="16:9",
+        help="frame shape (default %(default)s; an image's own shape may override it)",
+    )
     gen.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
     gen.add_argument(
         "--image",
         action="append",
-        metavar="URL",
-        help="first-frame image URL (repeat once more for the last frame): image-to-video",
+        metavar="URL|FILE",
+        help="first-frame image, an http(s) URL or a local file (uploaded first); repeat once "
+        "more for the last frame: image-to-video",
     )
-    gen.add_argument("--last-frame", metavar="URL", help="last-frame image URL (with --image)")
+    gen.add_argument(
+        "--last-frame",
+        metavar="URL|FILE",
+        help="last-frame image, an http(s) URL or a local file (with --image)",
+    )
     gen.add_argument("--audio", action=argparse.BooleanOptionalAction, help="generate audio")
     gen.add_argument("--watermark", action=argparse.BooleanOptionalAction, help="add a watermark")
     gen.add_argument(
-        "--out", type=Path, metavar="FILE", help="where to save the MP4 (default ./TASK_ID.mp4)"
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="where to save the MP4: a file, or an existing directory to put TASK_ID.mp4 in "
+        "(default ./TASK_ID.mp4); missing parent directories are created",
+    )
+    gen.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="the submit's Idempotency-Key (default: a fresh random one); re-running with the "
+        "key of a submit whose outcome was unknown returns its task instead of paying twice",
     )
 
     batch = sub.add_parser(
@@ -107,19 +146,39 @@ def build_parser() -> argparse.ArgumentParser:
         "API's field names), download every video into DIR, and keep a journal so that "
         "re-running the same command resumes without paying twice.",
     )
-    batch.add_argument("file", type=Path, metavar="FILE.jsonl")
-    batch.add_argument("--out", type=Path, required=True, metavar="DIR", help="video directory")
     batch.add_argument(
-        "--concurrency", type=int, default=4, metavar="N", help="submissions in flight (4)"
+        "file",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="one JSON request per line; image_urls / last_frame_image entries that are not "
+        "http(s) URLs are local files, relative to this file's directory",
     )
     batch.add_argument(
-        "--journal", type=Path, metavar="PATH", help="default DIR/.kling-journal.sqlite3"
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="video directory (created if missing; one batch at a time may use it)",
+    )
+    batch.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="submissions (and uploads) in flight (default %(default)s)",
+    )
+    batch.add_argument(
+        "--journal",
+        type=Path,
+        metavar="PATH",
+        help="the resume journal (default DIR/.kling-journal.sqlite3; none with --emulator)",
     )
     batch.add_argument(
         "--resubmit-uncertain",
         action="store_true",
-        help="submit again lines whose earlier POST may or may not have reached the server "
-        "(may pay twice)",
+        help="only for lines of journals written before idempotency keys (schema 1): submit "
+        "again, with a new key, lines whose POST may or may not have reached the server (may "
+        "pay twice). Other lines never need it: a re-run re-sends them with their own key",
     )
     batch.add_argument(
         "--retry-failed", action="store_true", help="submit again lines whose task failed"
@@ -131,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a task's status once",
         description="Show a task's status (one request).",
     )
-    status.add_argument("task_id", metavar="TASK_ID")
+    status.add_argument("task_id", metavar="TASK_ID", help="the id a submit returned")
 
     wait = sub.add_parser(
         "wait",
@@ -139,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for a task to end, print its video URLs",
         description="Wait for a task to end and print its video URLs.",
     )
-    wait.add_argument("task_id", metavar="TASK_ID")
+    wait.add_argument("task_id", metavar="TASK_ID", help="the id a submit returned")
 
     download = sub.add_parser(
         "download",
@@ -147,8 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for a task if needed, save its video",
         description="Wait for a task if needed and save its video.",
     )
-    download.add_argument("task_id", metavar="TASK_ID")
-    download.add_argument("--out", type=Path, required=True, metavar="FILE")
+    download.add_argument("task_id", metavar="TASK_ID", help="the id a submit returned")
+    download.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where to save the MP4: a file, or an existing directory to put TASK_ID.mp4 in; "
+        "missing parent directories are created",
+    )
 
     sub.add_parser(
         "emulator",
