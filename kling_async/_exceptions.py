@@ -71,8 +71,8 @@ class RequestValidationError(KlingError, ValueError):
         self.rule = rule
         self.value = value
         shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
+        if len(shown) > 60:  # keep both ends: a path's file name is at its end
+            shown = shown[:28] + "..." + shown[-29:]
         super().__init__(f"{field}: {rule} (got {shown})")
 
 

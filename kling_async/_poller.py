@@ -433,15 +433,20 @@ class Poller:
                 return
         if watch.failures >= attempts:
             self._resolve_fetches(watch, exc)  # status() gives up as a retried GET would
-        policy = self._policy
-        delay = full_jitter_delay(watch.failures, policy.min_interval, policy.max_interval)
+        # A GET like any other: the retry policy's backoff, never under min_interval.
+        retry = self._retry
+        delay = max(
+            self._policy.min_interval,
+            full_jitter_delay(watch.failures, retry.base_delay, retry.max_delay),
+        )
         logger.info(
             "status check of %s failed (%s); retry in %.2fs",
             watch.task_id,
             type(exc).__name__,
             delay,
         )
-        self._schedule(watch, max(delay, policy.min_interval))
+        self._schedule(watch, delay)
+
 
     def _on_rate_limited(
         self, watch: _Watch, exc: RateLimitError, sent: float, received: float

@@ -23,6 +23,7 @@ from ._exceptions import (
     NetworkError,
     RateLimitError,
     RequestTimeoutError,
+    RequestValidationError,
     ServerError,
     SessionClosedError,
     TransportError,
@@ -62,14 +63,15 @@ def is_transient(exc: BaseException) -> bool:
 def surely_not_received(exc: BaseException) -> bool:
     """True if a request that raised ``exc`` certainly did not take effect on the server.
 
-    The one answer to "did the server take the POST?": a connection never made or a
-    request refused before sending, a closed session, or an answer refusing it (4xx but
-    408). A timeout, a connection lost mid-answer, a 408, a 5xx or a garbled answer leave
-    it unknown.
+    The one answer to "did the server take the POST?": a connection never made, a
+    request refused before sending (bad input, a closed session), or an answer refusing
+    it (4xx but 408). A timeout, a connection lost mid-answer, a 408, a 5xx or a garbled
+    answer leave it unknown.
+
     """
     if isinstance(exc, TransportError):
         return not exc.sent
-    if isinstance(exc, SessionClosedError):
+    if isinstance(exc, SessionClosedError | RequestValidationError):
         return True
     if isinstance(exc, ServerError):
         return False

@@ -22,6 +22,7 @@ from ._convert import parse_submission, request_body
 from ._coordination import Coordinator, LocalCoordinator
 from ._download import ExpiredURLError, stream_to_file
 from ._exceptions import (
+    BadRequestError,
     KlingError,
     RequestValidationError,
     SessionClosedError,
@@ -263,10 +264,15 @@ class KlingSession:
                 raise SubmissionUncertainError(request, unknown, key) from None
             raise
         except KlingError as exc:
-            if unknown is not None and (is_transient(exc) or isinstance(exc, SessionClosedError)):
-                cause = exc if not isinstance(exc, SessionClosedError) else unknown
+            # After an attempt whose outcome is unknown, only a refusal of the body itself
+            # (400/409/413/422: the server looked the key up first and would have replayed
+            # a task it had made) says no task exists; a 401, 402, 403 or a 429 over the
+            # limit come before that, so the earlier attempt may still have made one.
+            if unknown is not None and not isinstance(exc, BadRequestError):
+                cause = unknown if isinstance(exc, SessionClosedError) else exc
                 raise SubmissionUncertainError(request, cause, key) from exc
             raise
+
         logger.debug("submitted %s%s", task_id, " (replayed)" if replayed else "")
         origin = first_sent if replayed else last_sent
         return Task(self._poller, task_id, request, submitted_at=origin, idempotency_key=key)

@@ -16,6 +16,7 @@ from scripted import ScriptedTransport, scripted_session, status_body, task_of
 
 from kling_async import (
     DownloadError,
+    KlingError,
     KlingSession,
     SessionClosedError,
     SubmissionUncertainError,
@@ -112,3 +113,26 @@ async def test_a_folder_in_the_videos_place_is_refused_before_downloading(tmp_pa
         with pytest.raises(DownloadError, match="is a directory"):
             await session.download(result, tmp_path / "taken")
 
+
+
+@pytest.mark.parametrize(
+    ("refusal", "uncertain"),
+    [
+        ((401, {"code": 401, "message": "bad key"}, {}), True),
+        ((402, {"code": 402, "message": "no credit"}, {}), True),
+        ((400, {"code": 400, "message": "bad duration"}, {}), False),
+    ],
+    ids=["401", "402", "400"],
+)
+async def test_a_refusal_after_a_lost_answer_says_what_it_proves(refusal, uncertain):
+    """After an attempt whose answer was lost, a 401 or 402 (refused before the key was
+    looked at) leaves the submit uncertain, with its key; a 400 (the body itself refused,
+    after the key) proves no task was made."""
+    lost = (502, {"code": 502, "message": "bad gateway"}, {})
+    transport = ScriptedTransport(lambda method, path, n: lost if n == 1 else refusal)
+    async with scripted_session(transport) as session:
+        with pytest.raises(KlingError) as info:
+            await session.submit(TextToVideo("x"))
+    assert isinstance(info.value, SubmissionUncertainError) is uncertain
+    if uncertain:
+        assert info.value.idempotency_key

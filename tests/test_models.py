@@ -248,3 +248,11 @@ def test_a_local_last_frame_is_a_path_too(tmp_path):
     request = ImageToVideo("walk", [IMG], last_frame_image=frame)
     assert request.last_frame_image == frame and request.local_images == (frame,)
     assert isinstance(request.last_frame_image, Path)
+
+
+def test_a_long_value_in_an_error_keeps_both_ends():
+    """A long value (a path, say) is shown by its start and its end, where names are."""
+    path = "/very/long/directory/" * 5 + "the-image-that-matters.webp"
+    error = RequestValidationError("image_urls", "no such file", path)
+    assert str(error).endswith("the-image-that-matters.webp')")
+    assert "/very/long" in str(error) and len(str(error)) < 120
