@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -157,6 +158,32 @@ def test_readme_first_command_saves_a_video(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = tmp_path / argv[argv.index("--out") + 1]
     assert out.read_bytes()[4:8] == b"ftyp"
+
+
+def test_install_lines_work_from_a_clone() -> None:
+    """Every pip line installs kling_async from a path (it is on no index), with real extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = set(project["optional-dependencies"])
+    example = ROOT / "examples" / "fastapi_app"
+    # (the folder the line is run in, what it installs): the docs' commands run in the
+    # clone's root, requirements.txt in its own folder.
+    targets = [
+        (ROOT, target)
+        for doc in (README, (example / "README.md").read_text(encoding="utf-8"))
+        for line in re.findall(r"pip install ([^`&#\n]+)", doc)
+        for target in shlex.split(line)
+        if not target.startswith("-")
+    ]
+    for line in (example / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            targets.append((example, shlex.split(line)[-1]))
+    assert [t for _, t in targets if re.match(r"kling[-_]async", t, re.IGNORECASE)] == []
+    paths = [(folder, t) for folder, t in targets if t.startswith(".")]
+    assert len(paths) >= 5, targets
+    for folder, target in paths:
+        path, _, rest = target.partition("[")
+        assert (folder / path).resolve() == ROOT, target
+        assert set(rest.rstrip("]").split(",")) <= extras, target
 
 
 @pytest.mark.parametrize("block", blocks_of_kind("program"))
