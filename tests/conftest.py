@@ -25,6 +25,7 @@ __all__ = ["API_KEY", "FAST_POLL", "FAST_RETRY", "fast_session", "stray_tasks"]
 # `pytest -q` runs. Hypothesis would otherwise switch to its "ci" profile under CI (which,
 # among other things, hides the too_slow health check), and the two runs would differ.
 # Built on the "default" profile, not on settings.default, which is already "ci" under CI.
+# To hunt for new failing examples locally: pytest --hypothesis-profile default.
 settings.register_profile(
     "kling_async",
     parent=settings.get_profile("default"),
