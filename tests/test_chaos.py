@@ -35,7 +35,9 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
         queue_time=4.0,
         fault_rate=0.2,
         fault_kinds=("429", "500", "502", "503", "reset", "slow", "truncated", "html"),
-        slow_delay=0.6,
+        # A "slow" answer must outlast the client's timeout, and an ordinary one must never
+        # reach it: both margins are 1.5 s, as a busy machine stalls the loop for 0.4 s+.
+        slow_delay=3.0,
         retry_after=0.05,
         seed=2026,
     )
@@ -46,7 +48,7 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
     prompts = [f"chaos {i}" + (" [fail]" if i % 10 == 0 else "") for i in range(TASKS)]
     async with Emulator(config) as emu:
         session = KlingSession(
-            api_key=API_KEY, base_url=emu.url, poll=poll, retry=retry, request_timeout=0.3
+            api_key=API_KEY, base_url=emu.url, poll=poll, retry=retry, request_timeout=1.5
         )
         submitted = await asyncio.gather(
             *(session.submit(TextToVideo(p)) for p in prompts), return_exceptions=True
