@@ -4,7 +4,16 @@ With pytest, load the plugin once in your top-level ``conftest.py``::
 
     pytest_plugins = ["kling_async.testing"]
 
-and use its fixtures (they need pytest-asyncio)::
+The fixtures are async, so they need pytest-asyncio. Its settings go in your
+``pyproject.toml``: ``asyncio_mode = "auto"`` runs ``async def`` tests without a marker
+(otherwise mark them ``@pytest.mark.asyncio``), and setting the fixture loop scope keeps
+pytest-asyncio from warning that it is unset::
+
+    [tool.pytest.ini_options]
+    asyncio_mode = "auto"
+    asyncio_default_fixture_loop_scope = "function"
+
+Then use the fixtures::
 
     async def test_my_app(kling_session, kling_emulator):
         fail_prompt(kling_emulator, "forbidden")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings
 from redis_server import RedisServer
 
 from kling_async import KlingSession
@@ -21,6 +22,23 @@ pytest_plugins = ["kling_async.testing", "pytester"]
 
 API_KEY = TEST_API_KEY
 __all__ = ["API_KEY", "FAST_POLL", "FAST_RETRY", "fast_session", "stray_tasks"]
+
+# One Hypothesis profile whether $CI is set or not, so CI runs exactly what a user's
+# `pytest -q` runs. Hypothesis would otherwise switch to its "ci" profile under CI (which,
+# among other things, hides the too_slow health check), and the two runs would differ.
+# Built on the "default" profile, not on settings.default, which is already "ci" under CI.
+# To hunt for new failing examples locally: pytest --hypothesis-profile default.
+settings.register_profile(
+    "kling_async",
+    parent=settings.get_profile("default"),
+    derandomize=True,  # the same examples on every machine and every run: a failure reproduces
+    database=None,  # nothing is replayed from .hypothesis/, so a fresh clone runs the same
+    deadline=None,  # these properties are about behaviour, not speed; a busy machine is slow
+    max_examples=100,
+    print_blob=True,
+    suppress_health_check=(),  # keep every health check: strategies must stay cheap
+)
+settings.load_profile("kling_async")
 
 
 def fast_session(url: str, **options: object) -> KlingSession:

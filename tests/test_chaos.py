@@ -40,6 +40,8 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
             "429", "500", "502", "503", "reset", "slow", "truncated", "html",
             "garbled", "wrong_id", "echo_key",
         ),
+        # A "slow" answer outlasts the client's timeout; a busy machine that stalls the
+        # loop past it too only costs a retry: the same key replays the same task.
         slow_delay=0.6,
         retry_after=0.05,
         seed=2026,

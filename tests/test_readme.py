@@ -1,13 +1,121 @@
-"""The README stays true: CI runs its test command, and it names every public error."""
+"""The README stays true: its commands and every one of its Python blocks run as written.
+
+Each ```python block is run by the kind of program it is, found from its text, so a block
+added later is run without touching this file:
+
+- a block whose first line names a file (``# conftest.py``, ``# test_videos.py``; also
+  ```toml blocks such as ``# pyproject.toml``) is a file of one small pytest project,
+  which must pass under ``pytest -W error``;
+- a block that defines a FastAPI ``app`` is imported and served in-process;
+- any other block is a program: it runs as ``python block.py`` in an empty folder, with
+  ``APIMART_API_KEY`` / ``APIMART_BASE_URL`` pointing at a fast emulator.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tomllib
 from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+import pytest
 
 import kling_async
+from kling_async.emulator import Emulator
+from kling_async.testing import TEST_API_KEY, slow_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+TESTS = Path(__file__).resolve().parent
+
+PROGRAM_TIMEOUT = 120.0  # real seconds; a README program takes a few on an idle machine
+# What Python prints when a program misbehaves without failing: a warning (shown with
+# -W default), an unclosed aiohttp session or connector, an error in a __del__.
+NOISE = re.compile(r"Warning\b|Exception ignored|Unclosed|Traceback")
+
+
+class Block(NamedTuple):
+    """One fenced code block of the README."""
+
+    language: str
+    line: int  # line number of its opening fence
+    code: str
+
+    @property
+    def filename(self) -> str | None:
+        """The file the block is, when its first line is a comment naming one."""
+        match = re.fullmatch(r"# ([\w.-]+\.(?:py|toml))", self.code.split("\n", 1)[0])
+        return match[1] if match else None
+
+    @property
+    def kind(self) -> str:
+        """How the block is run: a project file, a FastAPI app, or a program."""
+        if self.filename:
+            return "project"
+        if re.search(r"^app = FastAPI\(", self.code, re.MULTILINE):
+            return "app"
+        return "program"
+
+
+def readme_blocks(language: str) -> list[Block]:
+    """The README's fenced blocks in ``language``, in order."""
+    return [
+        Block(language, README.count("\n", 0, match.start()) + 1, match[1])
+        for match in re.finditer(rf"^```{language}\n(.*?)^```$", README, re.DOTALL | re.MULTILINE)
+    ]
+
+
+def blocks_of_kind(kind: str) -> list[Any]:
+    """The README's Python blocks of ``kind``, as pytest params named by line number."""
+    return [
+        pytest.param(block, id=f"line {block.line}")
+        for block in readme_blocks("python")
+        if block.kind == kind
+    ]
+
+
+def emulator_env(emulator: Emulator) -> dict[str, str]:
+    """This process's environment, with the SDK pointed at ``emulator``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIMART_")}
+    env.update(APIMART_API_KEY=TEST_API_KEY, APIMART_BASE_URL=emulator.url)
+    return env
+
+
+async def run_program(path: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``python -W default path`` in its folder, without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-W",
+        "default",
+        path.name,
+        cwd=path.parent,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(PROGRAM_TIMEOUT):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail(f"{path.name} did not finish within {PROGRAM_TIMEOUT} s")
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def not_videos(folder: Path) -> list[Path]:
+    """Files named ``*.mp4`` under ``folder`` that are not MP4 videos."""
+    return [path for path in folder.rglob("*.mp4") if path.read_bytes()[4:8] != b"ftyp"]
 
 
 def test_ci_runs_the_readme_test_command():
@@ -26,3 +134,135 @@ def test_readme_names_every_public_error():
     ]
     assert len(errors) > 15
     assert [name for name in errors if name not in README] == []
+
+
+def test_readme_first_command_saves_a_video(tmp_path: Path) -> None:
+    """The set-up's ``kling-async generate ... --emulator --out cat.mp4`` saves an MP4."""
+    install, generate = readme_blocks("sh")[0].code.strip().split(" && ")
+    assert install.startswith("python3 -m pip install ")
+    argv = shlex.split(generate)
+    assert argv[0] == "kling-async" and "--emulator" in argv
+    script = Path(sysconfig.get_path("scripts")) / "kling-async"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "kling_async"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIMART_")}
+    result = subprocess.run(
+        command + argv[1:],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROGRAM_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / argv[argv.index("--out") + 1]
+    assert out.read_bytes()[4:8] == b"ftyp"
+
+
+def test_install_lines_work_from_a_clone() -> None:
+    """Every pip line installs kling_async from a path (it is on no index), with real extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = set(project["optional-dependencies"])
+    example = ROOT / "examples" / "fastapi_app"
+    # (the folder the line is run in, what it installs): the docs' commands run in the
+    # clone's root, requirements.txt in its own folder.
+    targets = [
+        (ROOT, target)
+        for doc in (README, (example / "README.md").read_text(encoding="utf-8"))
+        for line in re.findall(r"pip install ([^`&#\n]+)", doc)
+        for target in shlex.split(line)
+        if not target.startswith("-")
+    ]
+    for line in (example / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            targets.append((example, shlex.split(line)[-1]))
+    assert [t for _, t in targets if re.match(r"kling[-_]async", t, re.IGNORECASE)] == []
+    paths = [(folder, t) for folder, t in targets if t.startswith(".")]
+    assert len(paths) >= 5, targets
+    for folder, target in paths:
+        path, _, rest = target.partition("[")
+        assert (folder / path).resolve() == ROOT, target
+        assert set(rest.rstrip("]").split(",")) <= extras, target
+
+
+@pytest.mark.parametrize("block", blocks_of_kind("program"))
+async def test_readme_program_runs(block: Block, kling_emulator: Emulator, tmp_path: Path):
+    """A README program exits 0 against the emulator, quietly, and saves only real MP4s."""
+    program = tmp_path / f"readme_line_{block.line}.py"
+    program.write_text(block.code, encoding="utf-8")
+    code, out, err = await run_program(program, emulator_env(kling_emulator))
+    assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    assert not NOISE.search(err), err
+    assert not_videos(tmp_path) == []
+
+
+@pytest.mark.parametrize("block", blocks_of_kind("app"))
+async def test_readme_app_serves_videos(
+    block: Block, kling_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The README's FastAPI app answers 202 with an id, then the URL, or 202 while running."""
+    for name, value in emulator_env(kling_emulator).items():
+        monkeypatch.setenv(name, value)
+    module = tmp_path / f"readme_line_{block.line}.py"
+    module.write_text(block.code, encoding="utf-8")
+    app = runpy.run_path(str(module), run_name="readme_app")["app"]
+    slow_prompt(kling_emulator, "slowly", factor=1000)  # a 0.1 s job takes 100 s
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://app") as client,
+    ):
+        submitted = await client.post("/videos", json={"prompt": "a golden cat"})
+        assert submitted.status_code == 202, submitted.text
+        done = await client.get(f"/videos/{submitted.json()['id']}/result?timeout=60")
+        assert done.status_code == 200, done.text
+        assert done.json()["url"].startswith(kling_emulator.storage_url)
+
+        slow = await client.post("/videos", json={"prompt": "a cat, slowly"})
+        assert slow.status_code == 202, slow.text
+        running = await client.get(f"/videos/{slow.json()['id']}/result?timeout=0.1")
+        assert running.status_code == 202, running.text
+        assert running.json()["status"] in {"pending", "processing"}
+    assert kling_emulator.stats.submissions == 2
+
+
+def test_readme_testing_example_passes_verbatim(pytester: pytest.Pytester) -> None:
+    """The README's conftest, pyproject and test files make a project passing -W error."""
+    files = [b for b in readme_blocks("python") + readme_blocks("toml") if b.filename]
+    names = [b.filename for b in files]
+    assert "conftest.py" in names and "pyproject.toml" in names, names
+    tests = 0
+    for block in files:
+        assert block.filename is not None
+        (pytester.path / block.filename).write_text(block.code, encoding="utf-8")
+        tests += len(re.findall(r"^(?:async )?def test_", block.code, re.MULTILINE))
+    assert tests > 0
+    result = pytester.runpytest_subprocess("-W", "error", timeout=PROGRAM_TIMEOUT)
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=tests, warnings=0)
+
+
+def test_hypothesis_settings_do_not_depend_on_ci() -> None:
+    """The suite's Hypothesis settings are the same with and without $CI set."""
+    from hypothesis._settings import _CI_VARS  # the variables that make Hypothesis say "CI"
+
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import conftest; "
+        "from hypothesis._settings import is_in_ci, settings; print(is_in_ci(), settings())"
+    )
+    local = {k: v for k, v in os.environ.items() if k not in _CI_VARS}
+    seen = [
+        subprocess.run(
+            [sys.executable, "-c", probe, str(TESTS)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROGRAM_TIMEOUT,
+            check=True,
+        ).stdout.split(" ", 1)
+        for env in (local, {**local, "CI": "true"})
+    ]
+    assert [in_ci for in_ci, _ in seen] == ["False", "True"]
+    assert seen[0][1] == seen[1][1]
+    assert "derandomize=True" in seen[0][1] and "deadline=None" in seen[0][1]

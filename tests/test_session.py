@@ -339,11 +339,15 @@ async def test_download_streams_a_real_mp4_without_the_key(session, emulator, tm
 
 async def test_download_refreshes_an_expired_url_once(tmp_path):
     """A URL refused by the storage host (expired) is refreshed once through the API."""
-    async with Emulator(EmulatorConfig(time_scale=200.0, url_ttl=10.0)) as emu:
+    async with Emulator(EmulatorConfig(time_scale=200.0)) as emu:
         async with fast_session(emu.url) as session:
             result = await session.generate(TextToVideo("expiring"))
-            await asyncio.sleep(0.1)  # the 10 emulated seconds (0.05 s real) pass
-            stale = VideoResult(result.task_id, (Video(url=result.url, expires_at=None),))
+            # The same video's URL as signed to expire a second ago, so the fresh one stays
+            # valid for minutes: a short url_ttl raced a busy machine, which let the fresh
+            # URL expire as well before it was fetched.
+            token = emu._state.signer.mint(result.task_id, time.time() - 1)
+            url = result.url.rsplit("/", 1)[0] + f"/{token}.mp4"
+            stale = VideoResult(result.task_id, (Video(url=url, expires_at=None),))
             path = await session.download(stale, tmp_path / "v.mp4")
             assert path.read_bytes()[4:8] == b"ftyp"
             assert emu.stats.storage_requests == 2
