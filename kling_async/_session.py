@@ -277,9 +277,16 @@ class KlingSession:
         origin = first_sent if replayed else last_sent
         return Task(self._poller, task_id, request, submitted_at=origin, idempotency_key=key)
 
+    async def upload_images(self, request: VideoRequest) -> VideoRequest:
+        """``request`` with its local images uploaded and replaced by their URLs (a
+        request without local images comes back as it is). ``submit`` does this itself;
+        call it first to keep the exact request sent, e.g. to journal it with its key."""
+        return await self._run(self._with_uploads(request))
+
     async def _with_uploads(self, request: VideoRequest) -> VideoRequest:
-        """``request`` with its local images uploaded and replaced by their URLs. Every
-        image is read and checked before the first upload, so a bad one sends nothing."""
+        """See :meth:`upload_images`. Every image is read and checked before the first
+        upload, so a bad one sends nothing."""
+
         if not isinstance(request, ImageToVideo) or not request.local_images:
             return request
         fields = ("image_urls",) * len(request.image_urls) + ("last_frame_image",)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from cli_support import SHARED_EMULATOR, EmulatorProcess, emulator_running
 from hypothesis import settings
 from redis_server import RedisServer
 
@@ -84,3 +85,17 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """One emulator process (time scale 200) per test module: the CLI tests' server."""
+    with emulator_running(*SHARED_EMULATOR) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
+    """The module's emulator with its counters zeroed."""
+    emulator_process.reset()
+    return emulator_process

@@ -6,22 +6,19 @@ from __future__ import annotations
 import argparse
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
-from test_cli import (
+from cli_support import (
     FAST_POLL,
-    SHARED_EMULATOR,
     EmulatorProcess,
     batch_args,
-    emulator_running,
     events_of,
     prompts,
     run_cli,
     write_batch,
 )
+from rich.console import Console
 
 from kling_async import TextToVideo
 from kling_async._cli._batch import BatchRun, Job
@@ -34,20 +31,6 @@ from kling_async._cli._progress import (
     print_summary,
     task_eta,
 )
-
-
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    """One emulator process for the module."""
-    with emulator_running(*SHARED_EMULATOR) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
-    """The module's emulator with its counters zeroed."""
-    emulator_process.reset()
-    return emulator_process
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -7,17 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli import (
-    SHARED_EMULATOR,
+from cli_support import (
     EmulatorProcess,
     _clean_env,
     batch_args,
     count_lines_in,
-    emulator_running,
     events_of,
     journal_states,
     prompts,
@@ -29,20 +26,6 @@ from test_cli import (
 )
 
 from kling_async._cli._batchfile import read_batch
-
-
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    """One emulator process for the module."""
-    with emulator_running(*SHARED_EMULATOR) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
-    """The module's emulator with its counters zeroed."""
-    emulator_process.reset()
-    return emulator_process
 
 
 def test_a_journal_truncated_to_nothing_is_an_error(emu: EmulatorProcess, tmp_path: Path) -> None:

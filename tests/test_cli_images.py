@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli import (
+from cli_support import (
     FAST_POLL,
-    SHARED_EMULATOR,
     SLOW_DELAY,
     EmulatorProcess,
     batch_args,
@@ -28,20 +26,6 @@ from test_cli import (
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200
-
-
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    """One emulator process for the module."""
-    with emulator_running(*SHARED_EMULATOR) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
-    """The module's emulator with its counters zeroed."""
-    emulator_process.reset()
-    return emulator_process
 
 
 def connection(emu: EmulatorProcess) -> list[str]:

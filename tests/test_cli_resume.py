@@ -11,12 +11,9 @@ import signal
 import sqlite3
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_cli import (
-    SHARED_EMULATOR,
+from cli_support import (
     EmulatorProcess,
     Events,
     batch_args,
@@ -43,20 +40,6 @@ CREATE TABLE jobs (key TEXT PRIMARY KEY, line INTEGER NOT NULL, request TEXT NOT
     attempts INTEGER NOT NULL DEFAULT 0, updated REAL NOT NULL);
 INSERT INTO meta VALUES ('schema_version', '1');
 """
-
-
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    """One emulator process for the module's tests that script no faults."""
-    with emulator_running(*SHARED_EMULATOR) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
-    """The module's emulator with its counters zeroed."""
-    emulator_process.reset()
-    return emulator_process
 
 
 def lenient_events(stdout: bytes) -> Events:

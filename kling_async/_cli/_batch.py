@@ -36,7 +36,7 @@ from .._exceptions import (
     TaskFailedError,
     TaskNotFoundError,
 )
-from .._models import ImageToVideo, VideoRequest
+from .._models import VideoRequest
 from .._retry import surely_not_received
 from .._session import KlingSession
 from .._task import Task
@@ -323,7 +323,7 @@ class BatchRun:
             journal.resending(line.key, line.number)
             return request
         try:
-            request = await self._uploaded(line.request)
+            request = await self._session.upload_images(line.request)
         except asyncio.CancelledError:
             self._changed(job, "stopped", "interrupted while uploading its images")
             raise
@@ -335,24 +335,6 @@ class BatchRun:
         job.idempotency_key, job.body = new_idempotency_key(), canonical_body(request)
         journal.intent(line.key, line.number, job.body, job.filename, job.idempotency_key)
         return request
-
-    async def _uploaded(self, request: VideoRequest) -> VideoRequest:
-        """``request`` with its local images uploaded (each file once) and replaced by URLs."""
-        if not isinstance(request, ImageToVideo) or not request.local_images:
-            return request
-        urls: dict[Path, str] = {}
-        for path in request.local_images:
-            if path not in urls:
-                urls[path] = await self._session.upload_image(path)
-
-        def url(image: str | Path | None) -> str | Path | None:
-            return urls[image] if isinstance(image, Path) else image
-
-        return attrs.evolve(
-            request,
-            image_urls=tuple(url(image) for image in request.image_urls),
-            last_frame_image=url(request.last_frame_image),
-        )
 
     async def _post(self, job: Job, request: VideoRequest) -> Task | None:
         """POST the journaled intent; the task, or None (the job then says why)."""
