@@ -65,7 +65,9 @@ EPOCH_SAMPLES = frozenset({4, 16, 64, 256, 1024})
 """Sample counts at which a statistic has changed enough to plan due checks again."""
 QUEUE_KNOWN = 0.03
 """A kind's queue time counts as known once its spread is under this many estimates."""
+_NEVER = -math.inf  # one shared float for "not seen yet", not one per task
 MAX_QUEUE = 100.0
+
 
 """A queue over 100 estimates teaches nothing (it is garbage, or an outage)."""
 RECENT = 512
@@ -213,9 +215,9 @@ class TaskForecast:
         self.order = order
         self.origin = origin  # when the task was created, if known
         self.estimate: float | None = None
-        self.pending_at = -math.inf  # last seen queued
+        self.pending_at = _NEVER  # last seen queued
         self.started_by = math.inf  # first seen processing
-        self.running_at = -math.inf  # last seen unfinished
+        self.running_at = _NEVER  # last seen unfinished
         self.first_p = self.last_p = 0
         self.first_t = self.last_t = 0.0
         self.polls = 0
@@ -265,6 +267,8 @@ class Forecaster:
         self._rng = rng or random.Random()
         self._all = _Model()
         self._kinds: dict[Kind, _Model] = {}
+        self._interned: dict[Kind, Kind] = {}
+
         self._order = itertools.count()
         self._live: list[int] = []  # orders of tasks still tracked (heap, lazily pruned)
         self._ended: set[int] = set()
@@ -282,8 +286,10 @@ class Forecaster:
         The first ``SCOUTS`` own tasks of a kind scout: while queued they are checked
         every ``SCOUT_GAP`` estimates, so when processing starts (the queue time) is
         learned long before the others' first progress readings."""
-        forecast = TaskForecast(task_id, kind, next(self._order), origin)
         model = self._model(kind)
+        if kind is not None:
+            kind = self._interned.setdefault(kind, kind)  # one tuple per kind, not per task
+        forecast = TaskForecast(task_id, kind, next(self._order), origin)
         if origin is not None and model.scouts < SCOUTS:
             model.scouts += 1
             forecast.scout = True
