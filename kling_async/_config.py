@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._exceptions import KlingError
+from ._exceptions import KlingError, RequestValidationError
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -16,6 +16,7 @@ __all__ = [
     "RetryPolicy",
     "SessionConfig",
     "check_api_key",
+    "header_token",
     "resolve_config",
 ]
 
@@ -91,6 +92,18 @@ class SessionConfig:
 
 
 _CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte", "\t": "a tab"}
+
+
+def header_token(value: object, field: str, rule: str, *, longest: int = 8192) -> str:
+    """``value`` if it can be sent as a header value as is: 1 to ``longest`` visible ASCII
+    characters, no spaces; else a RequestValidationError naming ``field`` and ``rule``."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= longest
+        or not all("!" <= char <= "~" for char in value)
+    ):
+        raise RequestValidationError(field, rule, value)
+    return value
 
 
 def check_api_key(key: str) -> str:

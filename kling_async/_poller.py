@@ -46,6 +46,7 @@ from ._forecast import Forecaster, TaskForecast
 from ._models import TaskSnapshot
 from ._retry import full_jitter_delay, is_transient
 from ._schedule import Plan
+from ._waiting import wait_event
 
 __all__ = ["PollStats", "Poller", "task_path"]
 
@@ -91,6 +92,7 @@ class _Watch:
         "fetches",
         "forecast",
         "futures",
+        "looked",
         "queues",
         "seq",
         "snapshot",
@@ -108,6 +110,7 @@ class _Watch:
         self.snapshot: TaskSnapshot | None = None  # the last one, kept for update queues only
         self.failures = 0  # transient failures in a row
         self.unreadable = 0  # unreadable answers in a row
+        self.looked = False  # what other sessions saw of it was read (a shared poller)
         self.seq = -1  # the heap item that is current; -1 while a check is in flight
         self.boost = 0.0  # seconds a due check jumps the queue by: the likelier done, the more
 
@@ -284,14 +287,9 @@ class Poller:
         while True:
             delay = self._launch_due(loop)
             self._wake.clear()
-            if delay is None:
-                await self._wake.wait()
-            elif delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+            if delay is None or delay > 0:
+                await wait_event(self._wake, delay)
+
 
     def _current(self, seq: int, task_id: str) -> _Watch | None:
         """The watch a heap item stands for, or None if the item is stale."""
@@ -331,8 +329,13 @@ class Poller:
                 continue
             if len(self._checks) >= self._policy.max_concurrency:
                 return None  # a finishing check wakes the driver
-            # A fetch (status() asked now) always asks the API itself.
-            mine = bool(watch.fetches) or self._coordinator.may_check(task_id)
+            # A fetch (status() asked now) always asks the API itself; any other first
+            # look at a task reads what other sessions saw of it, then whoever holds it
+            # checks it.
+            coordinator = self._coordinator
+            mine = bool(watch.fetches) or (
+                (watch.looked or not coordinator.shared_now) and coordinator.may_check(task_id)
+            )
             if mine:
                 wait = self._budget.reserve(now)
                 if wait > 0:
@@ -390,10 +393,13 @@ class Poller:
         watch = self._entries.get(task_id)
         if watch is None:
             return
-        if sighting is None:
-            self._schedule(watch)
-        else:
+        first, watch.looked = not watch.looked, True
+        if sighting is not None:
             self.on_sighting(task_id, sighting)
+        elif first:
+            self._schedule(watch, 0.0)  # nobody saw it yet: check it now if it is ours
+        else:
+            self._schedule(watch)
 
     def _settle(
         self, watch: _Watch, outcome: TaskSnapshot | BaseException, sent: float, received: float
@@ -402,7 +408,8 @@ class Poller:
         if isinstance(outcome, TaskSnapshot):
             watch.failures = watch.unreadable = 0
             self._budget.relieved(sent)
-            self._coordinator.saw(watch.task_id, Sighting(outcome, sent, received))
+            if self._coordinator.shared_now:
+                self._coordinator.saw(watch.task_id, Sighting(outcome, sent, received))
             self._deliver(watch, outcome, sent, received)
         elif isinstance(outcome, RateLimitError):
             self._on_rate_limited(watch, outcome, sent, received)

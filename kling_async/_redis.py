@@ -42,6 +42,7 @@ from ._convert import converter, parse_snapshot
 from ._coordination import Budget, CoordinatorSink, Sighting
 from ._exceptions import KlingError
 from ._ratelimit import RateLimiter
+from ._waiting import stop_if_cancelled, wait_event
 
 __all__ = ["LEASE_TTL", "RedisCoordinator", "namespace"]
 
@@ -333,12 +334,12 @@ class RedisCoordinator:
                 logger.exception("unexpected error coordinating through Redis")
             self._wake.clear()
             delay = RETRY_AFTER_ERROR if self.degraded else LEASE_TTL / 3
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            await wait_event(self._wake, delay)
+
 
     async def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, []
+        """Send what this session saw; kept until Redis has it (close sends the rest)."""
+        outbox = self._outbox[:]
         if not outbox:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -354,6 +355,7 @@ class RedisCoordinator:
                     pipe.pexpire(key, int(LESSON_TTL * 1000))
                 pipe.publish(self._channel, payload)
             await pipe.execute()
+        del self._outbox[: len(outbox)]
 
     async def _leases(self) -> None:
         ttl = int(LEASE_TTL * 1000)
@@ -393,6 +395,7 @@ class RedisCoordinator:
             try:
                 await pubsub.subscribe(self._channel)
                 while True:
+                    stop_if_cancelled()
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._dispatch(message.get("data"))
@@ -461,12 +464,15 @@ class RedisCoordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._budget.close()
-        if self._held and not self.degraded:
+        if not self.degraded:  # share the last sightings and free the leases, briefly
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(1.0):
-                    keys = [self._key("lease", t) for t in self._held]
-                    await self._release(keys=keys, args=[self._me])
+                    await self._flush()
+                    if self._held:
+                        keys = [self._key("lease", t) for t in self._held]
+                        await self._release(keys=keys, args=[self._me])
         self._held.clear()
+
         if self._owned:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()

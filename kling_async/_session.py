@@ -17,7 +17,7 @@ import attrs
 
 from ._client import ApiClient
 from ._clock import ServerClock
-from ._config import PollPolicy, RetryPolicy, resolve_config
+from ._config import PollPolicy, RetryPolicy, header_token, resolve_config
 from ._convert import parse_submission, request_body
 from ._coordination import Coordinator, LocalCoordinator
 from ._download import ExpiredURLError, stream_to_file
@@ -52,17 +52,8 @@ MAX_KEY_LENGTH = 191
 
 def check_idempotency_key(key: object) -> str:
     """``key`` if it is a valid ``Idempotency-Key`` (1-191 visible ASCII characters)."""
-    if (
-        not isinstance(key, str)
-        or not 1 <= len(key) <= MAX_KEY_LENGTH
-        or not all("!" <= char <= "~" for char in key)
-    ):
-        raise RequestValidationError(
-            "idempotency_key",
-            f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (no spaces)",
-            key,
-        )
-    return key
+    rule = f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (no spaces)"
+    return header_token(key, "idempotency_key", rule, longest=MAX_KEY_LENGTH)
 
 
 def _new_key() -> str:
@@ -113,15 +104,9 @@ class KlingSession:
         transport: Transport | None = None,
         redis: str | Redis | None = None,
     ) -> None:
-        if response_version is not None and (
-            not isinstance(response_version, str)
-            or not response_version
-            or not all("!" <= char <= "~" for char in response_version)
-        ):
-            raise RequestValidationError(
-                "response_version", "must be a version string such as '2026-07-27'",
-                response_version,
-            )
+        if response_version is not None:
+            rule = "must be a version string such as '2026-07-27'"
+            header_token(response_version, "response_version", rule)
         self.config = resolve_config(
             api_key,
             base_url,

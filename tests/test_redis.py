@@ -35,8 +35,8 @@ def session_on(emu: Emulator, redis_url: str, **options: object) -> KlingSession
 
 
 async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):
-    """Two sessions awaiting the same tasks send the status requests of about one: the
-    other wakes from what the first saw."""
+    """Two sessions awaiting the same tasks send the status requests of about one: one of
+    them checks each task, the other wakes from what it saw."""
     async with Emulator(fast_config(time_scale=60.0)) as emu:
         async with session_on(emu, redis_server.url) as first, session_on(
             emu, redis_server.url
@@ -48,7 +48,7 @@ async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):
             first_sent = first.poll_stats().status_requests
             second_sent = second.poll_stats().status_requests
     assert {r.task_id for r in results} == {t.id for t in tasks}
-    assert second_sent <= 0.1 * first_sent
+    assert min(first_sent, second_sent) <= 0.1 * max(first_sent, second_sent)
     assert emu.stats.status_calls_total == first_sent + second_sent
 
 
