@@ -383,10 +383,12 @@ class Poller:
         watch = self._entries.get(task_id)
         if watch is None:
             return
-        if sighting is None:
-            self._schedule(watch)
-        else:
+        if sighting is not None:
             self.on_sighting(task_id, sighting)
+        elif watch.fetches and self._coordinator.may_check(task_id):
+            self._schedule(watch, 0.0, FETCH_PRIORITY)  # claimed meanwhile: ask the API now
+        else:
+            self._schedule(watch)
 
     def _settle(
         self, watch: _Watch, outcome: TaskSnapshot | BaseException, sent: float, received: float
@@ -469,7 +471,11 @@ class Poller:
     # -- what other processes saw (the CoordinatorSink) --------------------------------
 
     def on_claim(self, task_id: str) -> None:
-        """This process now checks ``task_id``: its next due check goes out."""
+        """This process now checks ``task_id``: its next due check goes out, at once if
+        someone asked for its status (no process had a sighting to answer with)."""
+        watch = self._entries.get(task_id)
+        if watch is not None and watch.fetches and watch.seq != -1:
+            self._schedule(watch, 0.0, FETCH_PRIORITY)
         self._wake.set()
 
     def wake(self) -> None:

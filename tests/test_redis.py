@@ -206,3 +206,15 @@ def test_the_redis_url_comes_from_the_environment(monkeypatch):
     alone = KlingSession(api_key=KEY, base_url="http://127.0.0.1:9")
     assert not isinstance(alone._coordinator, RedisCoordinator)  # type: ignore[attr-defined]
 
+
+
+async def test_a_status_nobody_has_seen_is_fetched_at_once(redis_server):
+    """refresh() of a task no session has checked yet sends its check at once, as without
+    Redis, instead of waiting for the planned check once this session holds the lease."""
+    policy = PollPolicy(min_interval=2.0, max_interval=10.0, max_requests_per_second=50)
+    async with Emulator(fast_config(time_scale=1.0)) as emu:
+        async with session_on(emu, redis_server.url, poll=policy) as first:
+            task_id = (await first.submit(TextToVideo("asked about at once"))).id
+            snapshot = await asyncio.wait_for(first.task(task_id).refresh(), 1.0)
+    assert snapshot.id == task_id and not snapshot.status.is_terminal
+    assert emu.stats.status_calls_total == 1
