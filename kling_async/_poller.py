@@ -395,9 +395,13 @@ class Poller:
             return
         first, watch.looked = not watch.looked, True
         if sighting is not None:
-            self.on_sighting(task_id, sighting)
-        elif first:
-            self._schedule(watch, 0.0)  # nobody saw it yet: check it now if it is ours
+            try:
+                self.on_sighting(task_id, sighting)
+            except Exception as exc:  # as in _check: a bug must not strand this task
+                logger.exception("unexpected error handling what another session saw")
+                self._fail(watch, KlingError(f"unexpected error: {type(exc).__name__}"))
+        elif first or watch.fetches:  # nobody saw it yet: check it now if it is ours
+            self._schedule(watch, 0.0, FETCH_PRIORITY if watch.fetches else 0.0)
         else:
             self._schedule(watch)
 
@@ -488,7 +492,11 @@ class Poller:
     # -- what other processes saw (the CoordinatorSink) --------------------------------
 
     def on_claim(self, task_id: str) -> None:
-        """This process now checks ``task_id``: its next due check goes out."""
+        """This process now checks ``task_id``: its next due check goes out, at once if
+        someone asked for its status (no process had a sighting to answer with)."""
+        watch = self._entries.get(task_id)
+        if watch is not None and watch.fetches and watch.seq != -1:
+            self._schedule(watch, 0.0, FETCH_PRIORITY)
         self._wake.set()
 
     def wake(self) -> None:

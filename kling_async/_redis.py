@@ -206,6 +206,7 @@ class RedisCoordinator:
         self._outbox: list[tuple[str, Any]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self.degraded = False
         self._warned = False
         self.peers = 1
@@ -294,7 +295,7 @@ class RedisCoordinator:
     # -- the background ----------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._tasks:
+        if self._tasks or self._closing:
             return
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -316,9 +317,11 @@ class RedisCoordinator:
 
     async def _maintain(self) -> None:
         """Every third of a lease's life (or when woken): flush what to share, renew and
-        take leases, release the unwanted, count the peers; reconnect when Redis is back."""
+        take leases, release the unwanted, count the peers; reconnect when Redis is back.
+        Until close(), which also cancels it: redis-py can swallow a cancellation that
+        lands mid-command (seen with 8.1 under load; cf. redis/redis-py#2028)."""
         loaded = False
-        while True:
+        while not self._closing:
             try:
                 if self.degraded:
                     await self._redis.ping()
@@ -389,12 +392,13 @@ class RedisCoordinator:
             self._dispatch(raw, own_too=True)
 
     async def _listen(self) -> None:
-        """Hand every message of the others to the poller; resubscribe after a failure."""
-        while True:
+        """Hand every message of the others to the poller; resubscribe after a failure
+        (until close(), see :meth:`_maintain`)."""
+        while not self._closing:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
-                while True:
+                while not self._closing:
                     stop_if_cancelled()
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -424,6 +428,8 @@ class RedisCoordinator:
                 sink.on_lesson(_kind_of(message["kind"]), str(message["name"]), float(message["v"]))
         except (ValueError, TypeError, KeyError, KlingError):
             logger.warning("ignored an unreadable coordination message")
+        except Exception:  # whatever the sink does, the listener must go on
+            logger.exception("unexpected error handling a coordination message")
 
     def _sighting(self, raw: Any) -> Sighting | None:
         """A stored or published sighting, on this process's clock."""
@@ -457,12 +463,13 @@ class RedisCoordinator:
         logger.info("Redis reachable again: sharing polls with the other sessions")
 
     async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather, not a suppressed await: a cancellation of close() itself still stops it
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._budget.close()
         if not self.degraded:  # share the last sightings and free the leases, briefly
             with contextlib.suppress(RedisError, OSError, TimeoutError):

@@ -205,3 +205,46 @@ async def test_the_redis_url_comes_from_the_environment(monkeypatch):
     async with KlingSession(api_key=KEY, base_url="http://127.0.0.1:9") as alone:
         assert not alone.poll_stats().shared
 
+
+
+async def test_a_status_nobody_has_seen_is_fetched_at_once(redis_server):
+    """refresh() of a task no session has checked yet sends its check at once, as without
+    Redis, instead of waiting for the planned check once this session holds the lease."""
+    policy = PollPolicy(min_interval=2.0, max_interval=10.0, max_requests_per_second=50)
+    async with Emulator(fast_config(time_scale=1.0)) as emu:
+        async with session_on(emu, redis_server.url, poll=policy) as first:
+            task_id = (await first.submit(TextToVideo("asked about at once"))).id
+            snapshot = await asyncio.wait_for(first.task(task_id).refresh(), 1.0)
+    assert snapshot.id == task_id and not snapshot.status.is_terminal
+    assert emu.stats.status_calls_total == 1
+
+
+async def test_close_returns_even_if_the_client_swallows_the_cancellation(
+    redis_server, monkeypatch
+):
+    """A cancellation the Redis client swallows mid-command (as redis-py sometimes does)
+    does not keep the coordinator's background loop running: close() still returns."""
+    swallowed = asyncio.Event()
+    leases = RedisCoordinator._leases
+
+    async def leases_swallowing_one_cancel(self: RedisCoordinator) -> None:
+        if swallowed.is_set():
+            return await leases(self)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            swallowed.set()  # and carry on, as if the command had completed
+
+    monkeypatch.setattr(RedisCoordinator, "_leases", leases_swallowing_one_cancel)
+    coordinator = RedisCoordinator(redis_server.url, KEY, POLL)
+    coordinator.bind(Sink())
+    coordinator.watch("task_x")
+    await asyncio.sleep(0.2)
+    closing = asyncio.ensure_future(coordinator.close())
+    done, _ = await asyncio.wait({closing}, timeout=5)
+    if not done:  # stop the loop that outlived its cancellation, then fail
+        for task in asyncio.all_tasks():
+            if task.get_name() == "kling_async-redis":
+                task.cancel()
+        await closing
+    assert swallowed.is_set() and done
