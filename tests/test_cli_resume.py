@@ -9,6 +9,7 @@ import json
 import random
 import signal
 import sqlite3
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -51,6 +52,17 @@ def lenient_events(stdout: bytes) -> Events:
     return events
 
 
+def wait_for_an_unsettled_intent(out: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Return once the journal holds a POST that has no task id yet (or the run ended)."""
+    deadline = time.monotonic() + 60
+    journal = out / ".kling-journal.sqlite3"
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(sqlite3.Error):
+            if journal.exists() and journal_states(out)["intent"]:
+                return
+        time.sleep(0.02)
+
+
 def test_random_sigkills_then_rerun_cost_one_generation_per_line(tmp_path: Path) -> None:
     """kill -9 at random points (mid-POST too), then a re-run: one task per line, none uncertain."""
     rng = random.Random(20260727)
@@ -64,9 +76,12 @@ def test_random_sigkills_then_rerun_cost_one_generation_per_line(tmp_path: Path)
     slow = ["--fault-rate", "1", "--fault-kinds", "slow", "--slow-delay", "0.5"]
     with emulator_running("--time-scale", "200", "--seed", "5", *slow) as emu:
         args = batch_args(file, out, emu, "--concurrency", "3")
-        for _ in range(6):
+        for round_ in range(6):
             with running_cli(args, tmp_path) as cli:
-                time.sleep(rng.uniform(0.3, 2.5))
+                if round_ == 0:  # one kill surely mid-POST, however slow the machine
+                    wait_for_an_unsettled_intent(out, cli.proc)
+                else:
+                    time.sleep(rng.uniform(0.3, 2.5))
                 if cli.proc.poll() is None:
                     cli.proc.send_signal(signal.SIGKILL)
                     kills += 1
