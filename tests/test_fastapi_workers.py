@@ -159,6 +159,7 @@ async def test_four_workers_stream_a_task_another_submitted_and_poll_it_once(
     shared = statistics.mean(calls[task_id] for task_id in submitted)
     one = statistics.mean(calls[task_id] for task_id in controls)
     print(f"status requests per task: {shared:.1f} by 4 workers, {one:.1f} by one session")
-    # Measured 1.1-1.2x: the stream opened on the worker checking a task fetches it once more.
-    assert shared <= 1.5 * one
+    # One session's polls, plus the status each stream fetches when it opens (one per
+    # worker: the app's attach() refreshes): far from the 4x of four sessions on their own.
+    assert shared <= one + WORKERS
     assert "Traceback" not in log.read_text()
