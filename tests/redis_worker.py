@@ -67,12 +67,8 @@ async def main(config: dict[str, Any]) -> None:
         reporter = asyncio.ensure_future(report())
         await asyncio.gather(*(one(task_id) for task_id in ids))
         reporter.cancel()
-        coordinator = session._coordinator  # a look inside, for the report only
-        say(
-            "done",
-            status_requests=session.poll_stats().status_requests,
-            degraded=bool(getattr(coordinator, "degraded", False)),
-        )
+        stats = session.poll_stats()
+        say("done", status_requests=stats.status_requests, degraded=not stats.shared)
 
 
 if __name__ == "__main__":
