@@ -39,10 +39,8 @@ import contextlib
 import gc
 import json
 import math
-import platform
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
@@ -51,6 +49,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+from _report import quantile, write_report
 
 from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
 
@@ -58,7 +57,6 @@ API_KEY = "sk-benchmark-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 EMULATED_ESTIMATE = 60.0  # the emulator's estimate of a std 5 s job, emulated seconds
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-RESULTS = Path(tempfile.gettempdir()) / "kling-async-bench"
 SUBMIT_CONCURRENCY = 32
 FLOOR_SECONDS = 3.0  # how long the floor sends for (at least 300 requests)
 SDK_FILES = "*/kling_async/*"
@@ -182,11 +180,6 @@ class Phase:
         self.count = self._requests() - self._count0
         self.wall = time.perf_counter() - self._wall0
         self.lag_p99 = await self._probe.stop()
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 async def summarise(
@@ -625,19 +618,9 @@ async def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print("\n".join(verdicts(results)))
-    report = {
-        "tasks": args.tasks,
-        "budget": args.budget,
-        "reattach": args.reattach,
-        "seconds": time.time() - started,
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "results": results,
-    }
-    out = args.out or RESULTS / f"poller-{args.tasks}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out} ({report['seconds']:.0f} s)")
+    report = {"tasks": args.tasks, "budget": args.budget, "reattach": args.reattach,
+              "results": results}
+    write_report(f"poller-{args.tasks}", report, started, args.out)
     return 0
 
 

@@ -48,7 +48,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -60,7 +59,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from poller import RESULTS, SUBMIT_CONCURRENCY, EmulatorProcess, quantile
+from _report import quantile, write_report
+from poller import SUBMIT_CONCURRENCY, EmulatorProcess
 
 from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
 
@@ -519,21 +519,9 @@ async def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print("\n".join(verdicts(results)))
-    report = {
-        "tasks": args.tasks,
-        "scale": args.scale,
-        "failure_scale": args.failure_scale,
-        "outage": args.outage,
-        "seconds": time.time() - started,
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "results": results,
-    }
-    out = args.out or RESULTS / f"redis-{args.tasks}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out} ({report['seconds']:.0f} s)")
+    report = {"tasks": args.tasks, "scale": args.scale, "failure_scale": args.failure_scale,
+              "outage": args.outage, "results": results}
+    write_report(f"redis-{args.tasks}", report, started, args.out)
     return 0
 
 

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import math
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _report import RESULTS, quantile, write_report
 
 from kling_async import PollPolicy, TaskSnapshot, TaskStatus
 from kling_async._clock import ServerClock
@@ -66,11 +66,6 @@ def run_time(model: str, rng: random.Random) -> float:
     if model == "uniform":
         return rng.uniform(0.5, 1.5) * ESTIMATE
     return rng.lognormvariate(0.0, 0.25) * ESTIMATE
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def simulate(shape: str, queue: str, run: str, tasks: int, seed: int) -> dict[str, Any]:
@@ -171,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "kling-async-bench" / "schedule.json",
+        default=RESULTS / "schedule.json",
         help="where to write the JSON (default: outside the source tree)",
     )
     args = parser.parse_args(argv)
-    started = time.perf_counter()
+    started = time.time()
     rows = [
         simulate(shape, queue, run, args.tasks, args.seed)
         for shape in args.shapes.split(",")
@@ -183,10 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.runs.split(",")
     ]
     print(table(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"tasks": args.tasks, "seed": args.seed, "rows": rows}
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out} ({time.perf_counter() - started:.1f} s)")
+    write_report("schedule", {"tasks": args.tasks, "seed": args.seed, "rows": rows}, started,
+                 args.out)
     return 0
 
 
