@@ -7,8 +7,8 @@
 
 It starts ``python -m kling_async.emulator`` and a ``redis-server`` (the OS package, on a
 free port, no persistence) as child processes, submits the tasks from this process, then
-starts N worker processes (this script with ``--worker``): each opens a
-``KlingSession``, re-attaches to every task by id (``session.task(id)``, as a service's
+starts N worker processes (``tests/redis_worker.py``, the multi-process tests' own): each
+opens a ``KlingSession``, re-attaches to every task by id (``session.task(id)``, as a service's
 workers do) and awaits them all, reporting when each woke it. Runs, one after the other
 against the same emulator (counters reset, Redis flushed in between):
 
@@ -45,9 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import math
-import os
 import shutil
 import signal
 import socket
@@ -62,56 +60,15 @@ from typing import Any
 from _report import quantile, write_report
 from poller import SUBMIT_CONCURRENCY, EmulatorProcess
 
-from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
+from kling_async import KlingSession, PollPolicy, TextToVideo
 
-HERE = Path(__file__).resolve().parent
-# This file is named redis.py: with its folder on sys.path, `import redis` (redis-py,
-# which kling_async imports once a session is given redis=) would find it instead.
-sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != HERE]
+WORKER = Path(__file__).resolve().parent.parent / "tests" / "redis_worker.py"
+"""The worker process: the multi-process Redis tests' own, so both measure one program."""
 
 API_KEY = "sk-benchmark-redis-0123456789"
 SPLIT = 0.1
 """The failure runs strike once this fraction of (task, process) pairs has woken."""
 DEFAULT_RATE = PollPolicy().max_requests_per_second
-
-
-# -- a worker process ------------------------------------------------------------------------
-
-
-def say(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
-async def worker(config: dict[str, Any]) -> None:
-    """One process: a session (with Redis or not) awaiting the ids read from stdin."""
-    session = KlingSession(
-        api_key=config["api_key"],
-        base_url=config["base_url"],
-        poll=PollPolicy(**config["poll"]),
-        retry=RetryPolicy(max_attempts=8, base_delay=0.05, max_delay=1.0),
-        redis=config["redis"],
-    )
-    async with session:
-        say("ready", pid=os.getpid())
-        ids: list[str] = json.loads(await asyncio.to_thread(sys.stdin.readline))
-
-        async def one(task_id: str) -> None:
-            try:
-                await session.task(task_id).wait(timeout=config["timeout"])
-            except Exception as exc:
-                say("woke", id=task_id, at=time.time(), error=f"{type(exc).__name__}: {exc}")
-            else:
-                say("woke", id=task_id, at=time.time())
-
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                say("sent", status_requests=session.poll_stats().status_requests)
-
-        reporter = asyncio.ensure_future(report())
-        await asyncio.gather(*(one(task_id) for task_id in ids))
-        reporter.cancel()
-        say("done", status_requests=session.poll_stats().status_requests)
 
 
 class Worker:
@@ -129,7 +86,7 @@ class Worker:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--worker", json.dumps(self.config),
+            sys.executable, str(WORKER), json.dumps(self.config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -485,7 +442,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="200 tasks, failures at 4x")
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
     parser.add_argument("--show", type=Path, default=None, help="print a saved JSON's table")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.processes = [int(n) for n in args.processes.split(",")]
     if args.quick:
@@ -502,10 +458,6 @@ def show(path: Path) -> None:
 
 async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker is not None:
-        logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
-        await worker(json.loads(args.worker))
-        return 0
     if args.show is not None:
         show(args.show)
         return 0
