@@ -324,6 +324,9 @@ class RedisCoordinator:
         while not self._closing:
             try:
                 if self.degraded:
+                    # Connections idle in the pool since before the outage are dead: each
+                    # would fail once after the rejoin and send this session back alone.
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
                     await self._redis.ping()
                     self._rejoined()
                 if not loaded:
@@ -457,6 +460,8 @@ class RedisCoordinator:
                     "Redis unreachable (%s): polling on our own until it is back",
                     type(exc).__name__,
                 )
+            else:
+                logger.info("lost Redis again (%s: %s)", type(exc).__name__, exc)
 
     def _rejoined(self) -> None:
         self.degraded = False

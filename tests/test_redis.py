@@ -124,6 +124,43 @@ async def test_without_redis_sessions_poll_on_their_own_then_rejoin(redis_server
     assert 1 <= len(warnings) <= 2  # one per session
 
 
+async def test_back_from_an_outage_a_session_stays_joined(redis_server):
+    """Once Redis is back and the sessions rejoin, they stay joined: the connections left
+    idle in their pools from before the outage (each would fail once, "closed by server")
+    send nobody back to polling alone."""
+    async with Emulator(fast_config(time_scale=60.0)) as emu:
+        async with session_on(emu, redis_server.url) as first, session_on(
+            emu, redis_server.url
+        ) as second:
+            sessions = (first, second)
+
+            def joined() -> bool:
+                return all(s.poll_stats().shared for s in sessions)
+
+            async def await_in_both(label: str) -> None:
+                tasks = [await first.submit(TextToVideo(f"{label} {i}")) for i in range(20)]
+                await asyncio.gather(*(s.task(t.id).wait(timeout=20)
+                                       for t in tasks for s in sessions))
+
+            await await_in_both("before")  # the pools hold several connections now
+            redis_server.stop()
+            assert await eventually(lambda: not any(s.poll_stats().shared for s in sessions))
+            redis_server.start()
+            assert await eventually(joined, 10)
+            fell_out = 0
+
+            async def watch() -> None:
+                nonlocal fell_out
+                while True:
+                    fell_out += not joined()
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.ensure_future(watch())
+            await await_in_both("after")
+            watcher.cancel()
+    assert fell_out == 0
+
+
 class Sink:
     """Collects what a coordinator hands the poller."""
 
