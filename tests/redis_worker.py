@@ -3,7 +3,8 @@
     python tests/redis_worker.py '{"base_url": ..., "api_key": ..., "redis": ..., "poll": {...}}'
 
 It opens a :class:`KlingSession` (``redis`` null: none, polling on its own; ``lease_ttl``
-replaces the Redis lease's 3 s), prints a
+replaces the Redis lease's 3 s; ``rejoin_within`` waits up to that many seconds after the last
+wake for the session to share through Redis again before ``done``), prints a
 ``ready`` line, reads one line of task ids (a JSON list) from stdin, re-attaches to each
 with ``session.task(id)`` and awaits them all. Every line it prints is JSON on stdout:
 
@@ -67,6 +68,10 @@ async def main(config: dict[str, Any]) -> None:
         reporter = asyncio.ensure_future(report())
         await asyncio.gather(*(one(task_id) for task_id in ids))
         reporter.cancel()
+        for _ in range(int(config.get("rejoin_within", 0.0) / 0.05)):
+            if session.poll_stats().shared:  # the last wake can come before Redis is probed
+                break
+            await asyncio.sleep(0.05)
         stats = session.poll_stats()
         say("done", status_requests=stats.status_requests, degraded=not stats.shared)
 
