@@ -32,6 +32,11 @@ variable queues, wide run times and a skewed server clock).
 Without pytest: ``async with emulated_session() as (session, emu): ...``. To hand a
 session to your own app (a FastAPI lifespan, a worker), build one with :func:`session_for`.
 
+To measure rates and delays that your test process's own pauses (a busy loop, garbage
+collection late in a long suite) must not blur, run the emulator as the server it stands
+for, in a process of its own: ``async with EmulatorProcess("--time-scale=20") as emu:``
+(flags of ``kling-async emulator``; ``await emu.stats()``, ``await emu.record(task_id)``).
+
 The scripting helpers (:func:`fail_prompt`, :func:`slow_prompt`, :func:`rate_limit`, ...)
 are thin names for ``emu.script(...)`` and ``emu.inject(Fault(...))``; the counters are
 ``emu.stats`` (``submissions``, ``status_calls_total``, ``max_requests_per_second``, ...).
@@ -42,10 +47,15 @@ module before naming it in ``pytest_plugins``.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
 from typing import Any
+
+import aiohttp
 
 from ._config import PollPolicy, RetryPolicy
 from ._session import KlingSession
@@ -54,6 +64,7 @@ from .emulator._config import Route
 
 __all__ = [
     "FAST_POLL",
+    "EmulatorProcess",
     "FAST_RETRY",
     "TEST_API_KEY",
     "cancel_prompt",
@@ -124,6 +135,97 @@ async def emulated_session(
         session_for(emulator, **options) as session,
     ):
         yield session, emulator
+
+
+class EmulatorProcess:
+    """The emulator in a child process (``python -m kling_async.emulator``), read through
+    its control routes: a server apart from the test, as the real API is.
+
+    ``flags`` are the ``kling-async emulator`` command's (``"--time-scale=20"``,
+    ``"--seed=7"``, ``"--preset=realistic"``, ...); it listens on a free loopback port,
+    at :attr:`url`. Stopped on exit.
+    """
+
+    def __init__(self, *flags: str) -> None:
+        self.flags = flags
+        self.url = ""
+        self._process: asyncio.subprocess.Process | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<EmulatorProcess {self.url or 'not started'}>"
+
+    async def __aenter__(self) -> EmulatorProcess:
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kling_async.emulator", "--port=0", *self.flags,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        line = (await self._process.stdout.readline()).decode()
+        if not line.startswith("KLING_EMULATOR_URL="):
+            await self._stop()
+            raise RuntimeError(
+                f"the emulator did not start with flags {list(self.flags)} "
+                f"(exit code {self._process.returncode}); run `kling-async emulator` "
+                "with them to see why"
+            )
+        self.url = line.strip().split("=", 1)[1]
+        self._http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._http is not None:
+            await self._http.close()
+        await self._stop()
+
+    async def _stop(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call a control route (``GET /_stats``, ``POST /_reset``, ``GET /_tasks/{id}``,
+        ``POST /_faults``, ``POST /_scripts``) and return its JSON."""
+        if self._http is None:
+            raise RuntimeError("use `async with EmulatorProcess(...)` before calling it")
+        async with self._http.request(method, self.url + path, json=body) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def stats(self) -> dict[str, Any]:
+        """The counters (``status_calls_total``, ``max_status_per_second``, ...)."""
+        stats: dict[str, Any] = await self.control("GET", "/_stats")
+        return stats
+
+    async def reset_stats(self) -> None:
+        await self.control("POST", "/_reset")
+
+    async def record(self, task_id: str) -> dict[str, Any]:
+        """The emulator's record of a task: the truth (``completes_at``,
+        ``estimated_time``, ...) and what it reported."""
+        record: dict[str, Any] = await self.control("GET", f"/_tasks/{task_id}")
+        return record
+
+    async def records(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`record` of each task, 32 at a time."""
+        gate = asyncio.Semaphore(32)
+
+        async def one(task_id: str) -> tuple[str, dict[str, Any]]:
+            async with gate:
+                return task_id, await self.record(task_id)
+
+        return dict(await asyncio.gather(*(one(task_id) for task_id in task_ids)))
 
 
 # -- scripting a task's fate -----------------------------------------------------------

@@ -21,6 +21,7 @@ from kling_async.testing import (
     FAST_POLL,
     FAST_RETRY,
     TEST_API_KEY,
+    EmulatorProcess,
     cancel_prompt,
     connection_reset,
     emulated_session,
@@ -166,6 +167,31 @@ async def test_session_for_builds_an_unopened_session(kling_emulator: Emulator) 
         await session.generate(TextToVideo("a kite"), timeout=5)
     assert session.closed
 
+
+
+async def test_emulator_process_serves_from_its_own_process_and_stops() -> None:
+    """EmulatorProcess runs the emulator command in a child process: a generation through
+    it is counted and recorded there, counters reset, and the child is gone on exit."""
+    async with EmulatorProcess("--time-scale=600", "--seed=5") as emu:
+        assert emu.url.startswith("http://127.0.0.1:") and emu.url in repr(emu)
+        async with KlingSession(api_key=TEST_API_KEY, base_url=emu.url, poll=FAST_POLL) as s:
+            result = await s.generate(TextToVideo("a heron"), timeout=10)
+        stats = await emu.stats()
+        assert stats["submissions"] == 1 and stats["status_calls_total"] >= 1
+        record = await emu.record(result.task_id)
+        assert record["outcome"] == "completed" and record["prompt"] == "a heron"
+        assert (await emu.records([result.task_id])) == {result.task_id: record}
+        await emu.reset_stats()
+        assert (await emu.stats())["submissions"] == 0
+        process = emu._process
+    assert process is not None and process.returncode is not None
+
+
+async def test_emulator_process_that_cannot_start_says_so() -> None:
+    """Flags the emulator command refuses end in a RuntimeError naming them."""
+    with pytest.raises(RuntimeError, match="--time-scale=-1"):
+        async with EmulatorProcess("--time-scale=-1"):
+            pass
 
 def test_documented_conftest_and_example_test_pass(pytester: pytest.Pytester) -> None:
     """The README's conftest line, example test and marker work in a fresh pytest run."""
