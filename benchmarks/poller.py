@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ import attrs
 from _report import quantile, write_report
 
 from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
+from kling_async.testing import EmulatorProcess
 
 API_KEY = "sk-benchmark-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -63,63 +64,9 @@ SDK_FILES = "*/kling_async/*"
 HOLD = "[hold]"  # prompts of tasks that never finish (memory phase)
 
 
-# -- the emulator in its own process -----------------------------------------------------
-
-
-class EmulatorProcess:
-    """``python -m kling_async.emulator`` in a child process, and a client for its controls."""
-
-    def __init__(self, flags: list[str], seed: int) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "kling_async.emulator",
-            "--port=0",
-            f"--seed={seed}",
-            "--fail-marker=",
-            *flags,
-        ]
-        self.url = ""
-        self._proc: asyncio.subprocess.Process | None = None
-        self._http: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> EmulatorProcess:
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        assert self._proc.stdout is not None
-        line = (await self._proc.stdout.readline()).decode()
-        if not line.startswith("KLING_EMULATOR_URL="):
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        self.url = line.strip().split("=", 1)[1]
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._http is not None:
-            await self._http.close()
-        if self._proc is not None:
-            self._proc.terminate()
-            await self._proc.wait()
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        assert self._http is not None
-        return self._http
-
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.http.request(method, self.url + path, json=body) as response:
-            return await response.json()
-
-    async def records(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The emulator's record of each task (``completes_at``, ``estimated_time``, ...)."""
-        found: dict[str, dict[str, Any]] = {}
-
-        async def one(task_id: str) -> None:
-            found[task_id] = await self.control("GET", f"/_tasks/{task_id}")
-
-        await bounded(32, [one(i) for i in ids])
-        return found
+def emulator_args(flags: list[str], seed: int) -> list[str]:
+    """The emulator command's flags for a benchmark world: seeded, no failing prompts."""
+    return [f"--seed={seed}", "--fail-marker=", *flags]
 
 
 async def bounded(limit: int, jobs: list[Awaitable[None]]) -> None:
@@ -186,7 +133,7 @@ async def summarise(
     name: str, emu: EmulatorProcess, n: int, woke: dict[str, float], phase: Phase
 ) -> dict[str, Any]:
     """Requests, detection delays (fractions of each task's estimate), CPU and rates."""
-    stats = await emu.control("GET", "/_stats")
+    stats = await emu.stats()
     records = await emu.records(woke)
     fractions = [(woke[i] - r["completes_at"]) / r["estimated_time"] for i, r in records.items()]
     estimate = statistics.mean(r["estimated_time"] for r in records.values())
@@ -217,7 +164,7 @@ async def run_sdk(
     emu: EmulatorProcess, n: int, policy: PollPolicy, reattach: float
 ) -> dict[str, Any]:
     """kling_async: submit, then await through the shared poller (some by re-attaching)."""
-    await emu.control("POST", "/_reset")
+    await emu.reset_stats()
     woke: dict[str, float] = {}
     gate = asyncio.Semaphore(SUBMIT_CONCURRENCY)
     every = max(1, round(1 / reattach)) if reattach > 0 else 0
@@ -273,7 +220,7 @@ async def submit_plain(http: aiohttp.ClientSession, url: str, prompt: str) -> st
 
 async def run_baseline(emu: EmulatorProcess, n: int, interval: float) -> dict[str, Any]:
     """One ``while True: get; sleep(interval)`` loop per task, aiohttp's default pool."""
-    await emu.control("POST", "/_reset")
+    await emu.reset_stats()
     woke: dict[str, float] = {}
     gate = asyncio.Semaphore(SUBMIT_CONCURRENCY)
     sent = 0
@@ -446,7 +393,7 @@ async def run_scenario(
     scenario: Scenario, args: argparse.Namespace, with_memory: bool
 ) -> dict[str, Any]:
     policy = scaled_policy(scenario.scale, args.budget * scenario.scale)
-    async with EmulatorProcess(scenario.flags(), args.seed) as emu:
+    async with EmulatorProcess(*emulator_args(scenario.flags(), args.seed)) as emu:
         sdk = await run_sdk(emu, args.tasks, policy, args.reattach)
         records = sdk.pop("records")
         loop = matched_loop(records, sdk["delay_p95"])

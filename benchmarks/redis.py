@@ -58,9 +58,10 @@ from pathlib import Path
 from typing import Any
 
 from _report import quantile, write_report
-from poller import SUBMIT_CONCURRENCY, EmulatorProcess
+from poller import SUBMIT_CONCURRENCY, emulator_args
 
 from kling_async import KlingSession, PollPolicy, TextToVideo
+from kling_async.testing import EmulatorProcess
 
 WORKER = Path(__file__).resolve().parent.parent / "tests" / "redis_worker.py"
 """The worker process: the multi-process Redis tests' own, so both measure one program."""
@@ -246,7 +247,7 @@ async def run(
     try:
         await asyncio.gather(*(w.start() for w in group))
         ids = await submit(emu, args.tasks, name)
-        await emu.control("POST", "/_reset")
+        await emu.reset_stats()
         started = time.time()
         await asyncio.gather(*(w.attach(ids) for w in group))
         survivors = group
@@ -270,7 +271,7 @@ async def run(
         wall = time.time() - started
     finally:
         await asyncio.gather(*(w.stop() for w in group))
-    stats = await emu.control("GET", "/_stats")
+    stats = await emu.stats()
     records = await emu.records(ids)
     fractions, late = [], []
     for task_id, record in records.items():
@@ -319,7 +320,8 @@ async def run_all(args: argparse.Namespace, say: Callable[[str], None]) -> list[
     redis.start()
     results = []
     try:
-        async with EmulatorProcess(emulator_flags(args, args.scale), args.seed) as emu:
+        flags = emulator_args(emulator_flags(args, args.scale), args.seed)
+        async with EmulatorProcess(*flags) as emu:
             for n in args.processes:
                 for shared in (False, True):
                     name = f"{n} {'shared' if shared else 'alone'}"
@@ -328,7 +330,8 @@ async def run_all(args: argparse.Namespace, say: Callable[[str], None]) -> list[
                         await run(name, emu, redis, n, shared, args, args.scale, args.max_rps)
                     )
         scale, cap = args.failure_scale, args.failure_max_rps
-        async with EmulatorProcess(emulator_flags(args, scale), args.seed) as emu:
+        flags = emulator_args(emulator_flags(args, scale), args.seed)
+        async with EmulatorProcess(*flags) as emu:
             for strike in ("baseline", "sigkill", "restart"):
                 say(f"{strike}: 4 processes awaiting {args.tasks} tasks, scale {scale:g}")
                 results.append(await run(strike, emu, redis, 4, True, args, scale, cap, strike))
