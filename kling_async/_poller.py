@@ -167,7 +167,6 @@ class Poller:
             shared=self._coordinator.shared_now,
         )
 
-
     # -- subscriptions -------------------------------------------------------------------
 
     def wait(
@@ -290,7 +289,6 @@ class Poller:
             if delay is None or delay > 0:
                 await wait_event(self._wake, delay)
 
-
     def _current(self, seq: int, task_id: str) -> _Watch | None:
         """The watch a heap item stands for, or None if the item is stale."""
         watch = self._entries.get(task_id)
@@ -312,7 +310,6 @@ class Poller:
                     self._push(watch, later - now, watch.boost)
                     continue
             heapq.heappush(ready, (due - watch.boost, seq, task_id))
-
 
     def _launch_due(self, loop: asyncio.AbstractEventLoop) -> float | None:
         """Start every check that is due and allowed; return how long until the next one."""
@@ -458,7 +455,6 @@ class Poller:
         )
         self._schedule(watch, delay)
 
-
     def _on_rate_limited(
         self, watch: _Watch, exc: RateLimitError, sent: float, received: float
     ) -> None:
@@ -471,7 +467,6 @@ class Poller:
             self._resolve_fetches(watch, exc)  # status() gives up as a retried GET would
         limit = self._retry.max_retry_after
         if wait > limit:
-
             # Waiting less than the server asked would be ignoring it; waiting longer than
             # the policy allows would freeze the session: this task's waiters get the 429.
             logger.warning(
@@ -502,7 +497,6 @@ class Poller:
     def wake(self) -> None:
         """Look at what is due again (the budget was granted, say)."""
         self._wake.set()
-
 
     def on_sighting(self, task_id: str, sighting: Sighting) -> None:
         """Another process saw this: hand it to listeners as if this process had."""

@@ -223,7 +223,6 @@ class RedisCoordinator:
     def shared_now(self) -> bool:
         return not self.degraded
 
-
     def _key(self, kind: str, task_id: str = "") -> str:
         return f"{self._ns}:{kind}:{task_id}" if task_id else f"{self._ns}:{kind}"
 
@@ -341,7 +340,6 @@ class RedisCoordinator:
             self._wake.clear()
             delay = RETRY_AFTER_ERROR if self.degraded else LEASE_TTL / 3
             await wait_event(self._wake, delay)
-
 
     async def _flush(self) -> None:
         """Send what this session saw; kept until Redis has it (close sends the rest)."""
@@ -484,7 +482,6 @@ class RedisCoordinator:
                         keys = [self._key("lease", t) for t in self._held]
                         await self._release(keys=keys, args=[self._me])
         self._held.clear()
-
         if self._owned:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()
