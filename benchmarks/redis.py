@@ -6,8 +6,9 @@
     python benchmarks/redis.py --show results.json    # print a saved run's table
 
 It starts ``python -m kling_async.emulator`` and a ``redis-server`` (the OS package, on a
-free port, no persistence) as child processes, submits the tasks from this process, then
-starts N worker processes (``tests/redis_worker.py``, the multi-process tests' own): each
+free port, no persistence; ``tests/redis_server.py``) as child processes, submits the tasks
+from this process, then starts N worker processes (``tests/redis_worker.py``, the
+multi-process tests' own, started and read by its ``Worker``): each
 opens a ``KlingSession``, re-attaches to every task by id (``session.task(id)``, as a service's
 workers do) and awaits them all, reporting when each woke it. Runs, one after the other
 against the same emulator (counters reset, Redis flushed in between):
@@ -43,15 +44,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,11 +58,13 @@ from typing import Any
 from _report import quantile, write_report
 from poller import SUBMIT_CONCURRENCY, emulator_args
 
+# The multi-process Redis tests' worker and redis-server, so both measure one program.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_server import RedisServer
+from redis_worker import Worker, scaled_poll
+
 from kling_async import KlingSession, PollPolicy, TextToVideo
 from kling_async.testing import EmulatorProcess
-
-WORKER = Path(__file__).resolve().parent.parent / "tests" / "redis_worker.py"
-"""The worker process: the multi-process Redis tests' own, so both measure one program."""
 
 API_KEY = "sk-benchmark-redis-0123456789"
 SPLIT = 0.1
@@ -72,134 +72,7 @@ SPLIT = 0.1
 DEFAULT_RATE = PollPolicy().max_requests_per_second
 
 
-class Worker:
-    """A worker process seen from here: what it reported."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.woke: dict[str, float] = {}
-        self.errors: dict[str, str] = {}
-        self.sent = 0
-        self.done: dict[str, Any] | None = None
-        self.warnings: list[str] = []
-        self.proc: asyncio.subprocess.Process | None = None
-        self._readers: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(WORKER), json.dumps(self.config),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        assert self.proc.stderr is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
-        if not line.startswith(b'{"event": "ready"'):
-            raise RuntimeError(f"a worker did not start: {line!r}")
-        self._readers = [
-            asyncio.ensure_future(self._read(self.proc.stdout)),
-            asyncio.ensure_future(self._errors(self.proc.stderr)),
-        ]
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        async for line in stream:
-            message = json.loads(line)
-            if message["event"] == "woke" and "error" in message:
-                self.errors[message["id"]] = message["error"]
-            elif message["event"] == "woke":
-                self.woke[message["id"]] = message["at"]
-            elif message["event"] == "sent":
-                self.sent = message["status_requests"]
-            elif message["event"] == "done":
-                self.done = message
-
-    async def _errors(self, stream: asyncio.StreamReader) -> None:
-        async for line in stream:
-            self.warnings.append(line.decode(errors="replace").rstrip())
-
-    async def attach(self, ids: list[str]) -> None:
-        assert self.proc is not None
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(ids).encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def finish(self) -> None:
-        assert self.proc is not None
-        await self.proc.wait()
-        await asyncio.gather(*self._readers)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        for reader in self._readers:
-            reader.cancel()
-
-
-# -- redis-server ------------------------------------------------------------------------------
-
-
-class RedisProcess:
-    """``redis-server`` on a free loopback port, no persistence; stoppable and restartable."""
-
-    def __init__(self) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise SystemExit("redis-server is not installed (Debian package: redis-server)")
-        self.executable = executable
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(200):
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"FLUSHALL\r\n")
-            if not sock.recv(16).startswith(b"+OK"):
-                raise RuntimeError("FLUSHALL failed")
-
-
 # -- one run ---------------------------------------------------------------------------------
-
-
-def scaled_policy(scale: float, max_rps: float | None) -> dict[str, Any]:
-    """The default poll policy on the compressed clock (its cap too, unless given)."""
-    default = PollPolicy()
-    return {
-        "min_interval": default.min_interval / scale,
-        "max_interval": default.max_interval / scale,
-        "max_requests_per_second": max_rps or DEFAULT_RATE * scale,
-        "max_concurrency": default.max_concurrency,
-        "jitter": default.jitter,
-    }
 
 
 async def submit(emu: EmulatorProcess, n: int, prompt: str) -> list[str]:
@@ -223,7 +96,8 @@ async def until(condition: Callable[[], bool]) -> None:
 async def run(
     name: str,
     emu: EmulatorProcess,
-    redis: RedisProcess,
+    redis: RedisServer,
+    logs: Path,
     n: int,
     shared: bool,
     args: argparse.Namespace,
@@ -231,10 +105,11 @@ async def run(
     max_rps: float | None,
     strike: str | None = None,
 ) -> dict[str, Any]:
-    """N processes awaiting the same fresh tasks; ``strike`` ("sigkill", "restart") what
-    happens once the first tasks finish (None: a steady run; "baseline": nothing)."""
+    """N processes awaiting the same fresh tasks (their stderr in ``logs``); ``strike``
+    ("sigkill", "restart") what happens once the first tasks finish (None: a steady run;
+    "baseline": nothing)."""
     redis.flush()
-    policy = scaled_policy(scale, max_rps)
+    policy = scaled_poll(scale, max_rps or DEFAULT_RATE * scale)
     config = {
         "base_url": emu.url,
         "api_key": API_KEY,
@@ -242,7 +117,7 @@ async def run(
         "poll": policy,
         "timeout": 20 * 60 / scale + 120,
     }
-    group = [Worker(config) for _ in range(n)]
+    group = [Worker(config, logs / f"{name} {i}.log") for i in range(n)]
     notes: dict[str, Any] = {}
     try:
         await asyncio.gather(*(w.start() for w in group))
@@ -267,7 +142,7 @@ async def run(
                 await asyncio.sleep(args.outage)
                 await asyncio.get_running_loop().run_in_executor(None, redis.start)
                 notes["woken_at_restart"] = sum(len(w.woke) for w in group)
-        await asyncio.gather(*(w.finish() for w in survivors))
+        await asyncio.gather(*(w.finish(config["timeout"] + 60) for w in survivors))
         wall = time.time() - started
     finally:
         await asyncio.gather(*(w.stop() for w in group))
@@ -283,7 +158,7 @@ async def run(
     finished = all(w.woke.keys() == set(ids) and not w.errors for w in survivors)
     if strike == "restart":
         notes["warnings_per_process"] = [
-            sum("Redis unreachable" in line for line in w.warnings) for w in group
+            w.stderr().count("Redis unreachable") for w in group
         ]
     requests = stats["status_calls_total"]
     return {
@@ -316,9 +191,13 @@ def emulator_flags(args: argparse.Namespace, scale: float) -> list[str]:
 
 
 async def run_all(args: argparse.Namespace, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    redis = RedisProcess()
+    try:
+        redis = RedisServer()
+    except FileNotFoundError as missing:
+        raise SystemExit(str(missing)) from None
     redis.start()
     results = []
+    logs = Path(tempfile.mkdtemp(prefix="kling-async-redis-bench-"))
     try:
         flags = emulator_args(emulator_flags(args, args.scale), args.seed)
         async with EmulatorProcess(*flags) as emu:
@@ -327,16 +206,19 @@ async def run_all(args: argparse.Namespace, say: Callable[[str], None]) -> list[
                     name = f"{n} {'shared' if shared else 'alone'}"
                     say(f"{name}: {args.tasks} tasks, scale {args.scale:g}")
                     results.append(
-                        await run(name, emu, redis, n, shared, args, args.scale, args.max_rps)
+                        await run(name, emu, redis, logs, n, shared, args, args.scale, args.max_rps)
                     )
         scale, cap = args.failure_scale, args.failure_max_rps
         flags = emulator_args(emulator_flags(args, scale), args.seed)
         async with EmulatorProcess(*flags) as emu:
             for strike in ("baseline", "sigkill", "restart"):
                 say(f"{strike}: 4 processes awaiting {args.tasks} tasks, scale {scale:g}")
-                results.append(await run(strike, emu, redis, 4, True, args, scale, cap, strike))
+                results.append(
+                    await run(strike, emu, redis, logs, 4, True, args, scale, cap, strike)
+                )
     finally:
         redis.stop()
+        shutil.rmtree(logs, ignore_errors=True)
     return results
 
 

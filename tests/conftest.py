@@ -7,6 +7,7 @@ The SDK's own testing kit (``kling_async.testing``) provides the fast policies a
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -78,8 +79,14 @@ def stray_tasks() -> set[asyncio.Task[object]]:
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    """A fresh redis-server on a free loopback port (fails in CI when not installed)."""
-    server = RedisServer()
+    """A fresh redis-server on a free loopback port. Without the package: a failure in CI
+    (``.ci/run`` installs it), elsewhere a skip naming it."""
+    try:
+        server = RedisServer()
+    except FileNotFoundError as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; .ci/run installs it", pytrace=False)
+        pytest.skip(str(missing))
     server.start()
     try:
         yield server

@@ -17,16 +17,22 @@ with ``session.task(id)`` and awaits them all. Every line it prints is JSON on s
 so the parent can tell when each task woke this process, which process does the checking
 (the one holding the leases), and kill it mid-wait.
 Warnings of the SDK (such as "Redis unreachable") go to stderr.
+
+The parent's side is here too (:class:`Worker`, :func:`scaled_poll`), one program for the
+multi-process tests and ``benchmarks/redis.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from kling_async import KlingSession, PollPolicy, RetryPolicy
@@ -74,6 +80,98 @@ async def main(config: dict[str, Any]) -> None:
             await asyncio.sleep(0.05)
         stats = session.poll_stats()
         say("done", status_requests=stats.status_requests, degraded=not stats.shared)
+
+
+# -- the parent's side: starting workers and reading what they report -----------------------
+
+PROGRAM = str(Path(__file__).resolve())
+
+STARTUP = 30.0
+"""Seconds a worker may take to import and say it is ready (a busy 2-core machine)."""
+
+
+def scaled_poll(scale: float, cap: float) -> dict[str, Any]:
+    """The default poll policy on a clock ``scale`` times faster, capped at ``cap``/s."""
+    default = PollPolicy()
+    return {
+        "min_interval": default.min_interval / scale,
+        "max_interval": default.max_interval / scale,
+        "max_requests_per_second": cap,
+        "max_concurrency": default.max_concurrency,
+        "jitter": default.jitter,
+    }
+
+
+class Worker:
+    """One ``redis_worker.py`` process and what it reported."""
+
+    def __init__(self, config: dict[str, Any], log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.woke: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self.sent = 0
+        self.done: dict[str, Any] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        assert self._process is not None
+        return self._process
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, PROGRAM, json.dumps(self.config),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+            )  # fmt: skip
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), STARTUP)
+        if json.loads(line or b"{}").get("event") != "ready":
+            raise RuntimeError(f"a worker did not start: {self.stderr()}")
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            message = json.loads(line)
+            event = message["event"]
+            if event == "woke" and "error" in message:
+                self.errors[message["id"]] = message["error"]
+            elif event == "woke":
+                self.woke[message["id"]] = message["at"]
+            elif event == "sent":
+                self.sent = message["status_requests"]
+            elif event == "done":
+                self.done = message
+
+    async def attach(self, ids: list[str]) -> None:
+        """Send the task ids to await."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(ids).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def finish(self, timeout: float) -> None:
+        """Wait for the process to end and its reports to be read."""
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.gather(self.process.wait(), self._reader), timeout)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def stop(self) -> None:
+        """Kill it if still running (a test that failed half-way)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ValueError):
+                await self._reader
 
 
 if __name__ == "__main__":

@@ -14,105 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from kling_async import KlingSession, PollPolicy, TextToVideo
+from redis_worker import Worker, scaled_poll
+
+from kling_async import KlingSession, TextToVideo
 from kling_async.testing import FAST_RETRY, EmulatorProcess
 
-WORKER = Path(__file__).with_name("redis_worker.py")
 KEY = "sk-redis-processes-0123456789"
 SCALE = 20.0
 """Emulated seconds per real second: a 60 s job (the emulator's estimate) takes 3 s."""
-STARTUP = 30.0
-"""Seconds a worker may take to import and say it is ready (a busy 2-core machine)."""
-
-
-def poll(scale: float, cap: float) -> dict[str, Any]:
-    """The default poll policy on a clock ``scale`` times faster, capped at ``cap``/s."""
-    default = PollPolicy()
-    return {
-        "min_interval": default.min_interval / scale,
-        "max_interval": default.max_interval / scale,
-        "max_requests_per_second": cap,
-        "max_concurrency": default.max_concurrency,
-    }
-
-
-class Worker:
-    """One ``redis_worker.py`` process and what it reported."""
-
-    def __init__(self, config: dict[str, Any], log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.woke: dict[str, float] = {}
-        self.errors: dict[str, str] = {}
-        self.sent = 0
-        self.done: dict[str, Any] | None = None
-        self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def process(self) -> asyncio.subprocess.Process:
-        assert self._process is not None
-        return self._process
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, str(WORKER), json.dumps(self.config),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-            )  # fmt: skip
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), STARTUP)
-        assert json.loads(line or b"{}").get("event") == "ready", self.stderr()
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            message = json.loads(line)
-            event = message["event"]
-            if event == "woke" and "error" in message:
-                self.errors[message["id"]] = message["error"]
-            elif event == "woke":
-                self.woke[message["id"]] = message["at"]
-            elif event == "sent":
-                self.sent = message["status_requests"]
-            elif event == "done":
-                self.done = message
-
-    async def attach(self, ids: list[str]) -> None:
-        """Send the task ids to await."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(ids).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def finish(self, timeout: float) -> None:
-        """Wait for the process to end and its reports to be read."""
-        assert self._reader is not None
-        await asyncio.wait_for(asyncio.gather(self.process.wait(), self._reader), timeout)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    async def stop(self) -> None:
-        """Kill it if still running (a test that failed half-way)."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ValueError):
-                await self._reader
 
 
 @contextlib.asynccontextmanager
@@ -189,13 +103,14 @@ async def test_four_processes_check_each_task_as_often_as_one(redis_server, tmp_
     """Four processes awaiting the same 200 tasks through Redis send at most 1.3x the status
     requests per task of one process alone, and together never exceed the shared cap."""
     tasks, cap = 200, 100
+    policy = scaled_poll(SCALE, cap)
     async with emulator() as emu:
-        async with workers(1, emu, None, tmp_path, poll=poll(SCALE, cap)) as alone:
+        async with workers(1, emu, None, tmp_path, poll=policy) as alone:
             ids = await submit(emu, tasks, "alone")
             await await_all(alone, ids)
             one = (await emu.stats())["status_calls_total"] / tasks
             assert finished_everything(alone, ids), alone[0].stderr()
-        async with workers(4, emu, redis_server.url, tmp_path, poll=poll(SCALE, cap)) as four:
+        async with workers(4, emu, redis_server.url, tmp_path, poll=policy) as four:
             ids = await submit(emu, tasks, "shared")
             await await_all(four, ids)
             stats = await emu.stats()
@@ -214,7 +129,7 @@ async def test_a_killed_checker_is_taken_over(redis_server, tmp_path):
     with the clock (0.6 s of a 6 s job: twice the share of production's 3 s of a 60 s
     job); at 3 s it alone would be half the estimate (benchmarks/redis.py measures it)."""
     scale, tasks = 10.0, 150
-    config = {"poll": poll(scale, 200), "lease_ttl": 0.6}
+    config = {"poll": scaled_poll(scale, 200), "lease_ttl": 0.6}
     async with emulator(scale, seed=13) as emu:
         async with workers(4, emu, redis_server.url, tmp_path, **config) as four:
             ids = await submit(emu, tasks, "kill")
@@ -237,7 +152,7 @@ async def test_every_awaiter_gets_its_result_across_a_redis_restart(redis_server
     every process gets every result, warns once, and rejoins within 5 s (a degraded
     session probes Redis once a second; its last wake may come before the probe)."""
     scale, tasks = 10.0, 100
-    config = {"poll": poll(scale, 200), "rejoin_within": 5.0}
+    config = {"poll": scaled_poll(scale, 200), "rejoin_within": 5.0}
     async with emulator(scale, seed=14) as emu:
         async with workers(3, emu, redis_server.url, tmp_path, **config) as three:
             ids = await submit(emu, tasks, "restart")
