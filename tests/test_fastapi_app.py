@@ -6,8 +6,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn_support import uvicorn
 
 from kling_async import (
     AuthenticationError,
@@ -433,32 +432,13 @@ async def uvicorn_service(
     emulator: Emulator, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     """`uvicorn app:app` in a subprocess, configured by environment like a deployment."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
     env = {**os.environ, "APIMART_API_KEY": "service-key", "APIMART_BASE_URL": emulator.url}
     log = tmp_path / "uvicorn.log"
-    with log.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "uvicorn", "app:app",
-            "--app-dir", str(APP_DIR), "--fd", str(listener.fileno()),
-            env=env, pass_fds=[listener.fileno()],
-            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-        )  # fmt: skip
-    listener.close()  # the child holds it: if it dies, connections fail instead of hanging
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
-            yield client, log
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                raise
+    async with (
+        uvicorn("app:app", "--app-dir", str(APP_DIR), env=env, log=log) as url,
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
+        yield client, log
 
 
 @pytest.mark.parametrize("kling_emulator_config", [fast_config(spread=0.0)])

@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from uvicorn_support import uvicorn
 
 from kling_async import KlingSession, TextToVideo
 from kling_async.emulator import Emulator
@@ -33,10 +31,6 @@ async def uvicorn_workers(
 ) -> AsyncIterator[tuple[str, Path]]:
     """``uvicorn --workers 4`` in a child process, configured by environment like a
     deployment (``KLING_REDIS_URL`` included); yields its URL and log."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
     env = {
         **os.environ,
         "APIMART_API_KEY": "service-key",
@@ -46,26 +40,10 @@ async def uvicorn_workers(
         "PYTHONPATH": os.pathsep.join([str(APP_DIR), str(TESTS), os.environ.get("PYTHONPATH", "")]),
     }
     log = tmp_path / "uvicorn.log"
-    with log.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "uvicorn", "fastapi_worker_app:app",
-            "--workers", str(WORKERS), "--fd", str(listener.fileno()),
-            "--timeout-keep-alive", "60",  # a pinned connection (below) stays with its worker
-            env=env, pass_fds=[listener.fileno()],
-            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-        )  # fmt: skip
-    listener.close()
-    try:
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                raise
+    options = ["--workers", str(WORKERS)]
+    options += ["--timeout-keep-alive", "60"]  # a pinned connection (below) stays with its worker
+    async with uvicorn("fastapi_worker_app:app", *options, env=env, log=log) as url:
+        yield url, log
 
 
 async def pinned_connections(
