@@ -41,7 +41,7 @@ async def uvicorn_workers(
     }
     log = tmp_path / "uvicorn.log"
     options = ["--workers", str(WORKERS)]
-    options += ["--timeout-keep-alive", "60"]  # a pinned connection (below) stays with its worker
+    options += ["--timeout-keep-alive", "600"]  # a pinned connection (below) stays with its worker
     async with uvicorn("fastapi_worker_app:app", *options, env=env, log=log) as url:
         yield url, log
 
@@ -53,7 +53,9 @@ async def pinned_connections(
     that the worker accepted (uvicorn's workers race to accept each new one), so a request
     sent on it is served by that worker. Waits for every worker to be up."""
     pinned: dict[int, list[httpx.AsyncClient]] = {}
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    # No expiry: httpx drops a connection idle for 5 s by default, and the next request
+    # would open a new one that any worker may accept (pinning can take longer on a slow box).
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=None)
     async with asyncio.timeout(60):
         while len(pinned) < WORKERS or any(len(c) < per_worker for c in pinned.values()):
             client = httpx.AsyncClient(base_url=url, timeout=30, limits=limits)
