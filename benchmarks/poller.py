@@ -52,7 +52,7 @@ import attrs
 from _report import quantile, write_report
 
 from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
-from kling_async.testing import EmulatorProcess
+from kling_async.testing import EmulatorProcess, scaled_poll
 
 API_KEY = "sk-benchmark-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -354,18 +354,6 @@ async def memory(emu: EmulatorProcess, n: int, policy: PollPolicy) -> dict[str, 
 # -- one shape, the table, the targets ----------------------------------------------------------
 
 
-def scaled_policy(time_scale: float, max_rps: float) -> PollPolicy:
-    """The default poll policy on the compressed clock."""
-    default = PollPolicy()
-    return PollPolicy(
-        min_interval=default.min_interval / time_scale,
-        max_interval=default.max_interval / time_scale,
-        max_requests_per_second=max_rps,
-        max_concurrency=default.max_concurrency,
-        jitter=default.jitter,
-    )
-
-
 @attrs.frozen
 class Scenario:
     """One world of the matrix."""
@@ -392,7 +380,7 @@ class Scenario:
 async def run_scenario(
     scenario: Scenario, args: argparse.Namespace, with_memory: bool
 ) -> dict[str, Any]:
-    policy = scaled_policy(scenario.scale, args.budget * scenario.scale)
+    policy = scaled_poll(scenario.scale, args.budget * scenario.scale)
     async with EmulatorProcess(*emulator_args(scenario.flags(), args.seed)) as emu:
         sdk = await run_sdk(emu, args.tasks, policy, args.reattach)
         records = sdk.pop("records")

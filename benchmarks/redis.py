@@ -61,15 +61,14 @@ from poller import SUBMIT_CONCURRENCY, emulator_args
 # The multi-process Redis tests' worker and redis-server, so both measure one program.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_server import RedisServer
-from redis_worker import Worker, scaled_poll
+from redis_worker import Worker
 
-from kling_async import KlingSession, PollPolicy, TextToVideo
-from kling_async.testing import EmulatorProcess
+from kling_async import KlingSession, TextToVideo
+from kling_async.testing import EmulatorProcess, scaled_poll
 
 API_KEY = "sk-benchmark-redis-0123456789"
 SPLIT = 0.1
 """The failure runs strike once this fraction of (task, process) pairs has woken."""
-DEFAULT_RATE = PollPolicy().max_requests_per_second
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -109,7 +108,7 @@ async def run(
     ("sigkill", "restart") what happens once the first tasks finish (None: a steady run;
     "baseline": nothing)."""
     redis.flush()
-    policy = scaled_poll(scale, max_rps or DEFAULT_RATE * scale)
+    policy = scaled_poll(scale, max_rps)
     config = {
         "base_url": emu.url,
         "api_key": API_KEY,
@@ -168,7 +167,7 @@ async def run(
         "strike": strike,
         "scale": scale,
         "tasks": args.tasks,
-        "cap": policy["max_requests_per_second"],
+        "cap": policy.max_requests_per_second,
         "status_requests": requests,
         "requests_per_task": requests / args.tasks,
         "max_status_per_second": stats["max_status_per_second"],

@@ -18,8 +18,8 @@ so the parent can tell when each task woke this process, which process does the 
 (the one holding the leases), and kill it mid-wait.
 Warnings of the SDK (such as "Redis unreachable") go to stderr.
 
-The parent's side is here too (:class:`Worker`, :func:`scaled_poll`), one program for the
-multi-process tests and ``benchmarks/redis.py``.
+The parent's side is here too (:class:`Worker`), one program for the multi-process tests
+and ``benchmarks/redis.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from kling_async import KlingSession, PollPolicy, RetryPolicy
 
@@ -90,18 +92,6 @@ STARTUP = 30.0
 """Seconds a worker may take to import and say it is ready (a busy 2-core machine)."""
 
 
-def scaled_poll(scale: float, cap: float) -> dict[str, Any]:
-    """The default poll policy on a clock ``scale`` times faster, capped at ``cap``/s."""
-    default = PollPolicy()
-    return {
-        "min_interval": default.min_interval / scale,
-        "max_interval": default.max_interval / scale,
-        "max_requests_per_second": cap,
-        "max_concurrency": default.max_concurrency,
-        "jitter": default.jitter,
-    }
-
-
 class Worker:
     """One ``redis_worker.py`` process and what it reported."""
 
@@ -123,7 +113,7 @@ class Worker:
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, PROGRAM, json.dumps(self.config),
+                sys.executable, PROGRAM, json.dumps(self.config, default=attrs.asdict),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
             )  # fmt: skip
         assert self.process.stdout is not None

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from redis_worker import Worker, scaled_poll
+from redis_worker import Worker
 
 from kling_async import KlingSession, TextToVideo
-from kling_async.testing import FAST_RETRY, EmulatorProcess
+from kling_async.testing import FAST_RETRY, EmulatorProcess, scaled_poll
 
 KEY = "sk-redis-processes-0123456789"
 SCALE = 20.0

@@ -10,6 +10,7 @@ import pytest
 from kling_async import (
     KlingSession,
     NetworkError,
+    PollPolicy,
     SubmissionUncertainError,
     TaskCancelledError,
     TaskFailedError,
@@ -28,6 +29,7 @@ from kling_async.testing import (
     fail_prompt,
     fast_config,
     rate_limit,
+    scaled_poll,
     server_error,
     session_for,
     slow_prompt,
@@ -168,7 +170,6 @@ async def test_session_for_builds_an_unopened_session(kling_emulator: Emulator) 
     assert session.closed
 
 
-
 async def test_emulator_process_serves_from_its_own_process_and_stops() -> None:
     """EmulatorProcess runs the emulator command in a child process: a generation through
     it is counted and recorded there, counters reset, and the child is gone on exit."""
@@ -192,6 +193,21 @@ async def test_emulator_process_that_cannot_start_says_so() -> None:
     with pytest.raises(RuntimeError, match="--time-scale=-1"):
         async with EmulatorProcess("--time-scale=-1"):
             pass
+
+
+def test_scaled_poll_is_the_default_policy_on_a_faster_clock() -> None:
+    """scaled_poll divides the default intervals by the time scale and multiplies the cap by
+    it unless one is given; the rest of the policy is the default; a scale <= 0 is refused."""
+    default = PollPolicy()
+    policy = scaled_poll(20)
+    assert policy.min_interval == default.min_interval / 20
+    assert policy.max_interval == default.max_interval / 20
+    assert policy.max_requests_per_second == default.max_requests_per_second * 20
+    assert (policy.max_concurrency, policy.jitter) == (default.max_concurrency, default.jitter)
+    assert scaled_poll(20, 100).max_requests_per_second == 100
+    with pytest.raises(ValueError, match="time_scale: must be > 0"):
+        scaled_poll(0)
+
 
 def test_documented_conftest_and_example_test_pass(pytester: pytest.Pytester) -> None:
     """The README's conftest line, example test and marker work in a fresh pytest run."""
