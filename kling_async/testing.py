@@ -165,6 +165,9 @@ class EmulatorProcess:
     at :attr:`url`. Stopped on exit.
     """
 
+    startup_timeout = 60.0
+    """Seconds the child may take to print its URL before it is stopped."""
+
     def __init__(self, *flags: str) -> None:
         self.flags = flags
         self.url = ""
@@ -180,11 +183,16 @@ class EmulatorProcess:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         assert self._process.stdout is not None
-        line = (await self._process.stdout.readline()).decode()
+        try:  # a child that neither starts nor exits must not hang the test
+            startup = self.startup_timeout
+            line = (await asyncio.wait_for(self._process.stdout.readline(), startup)).decode()
+        except TimeoutError:
+            line = ""
         if not line.startswith("KLING_EMULATOR_URL="):
             await self._stop()
             raise RuntimeError(
-                f"the emulator did not start with flags {list(self.flags)} "
+                f"the emulator did not start within {self.startup_timeout:g} s with flags "
+                f"{list(self.flags)} "
                 f"(exit code {self._process.returncode}); run `kling-async emulator` "
                 "with them to see why"
             )

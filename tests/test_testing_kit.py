@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import time
 
@@ -193,6 +194,22 @@ async def test_emulator_process_that_cannot_start_says_so() -> None:
     with pytest.raises(RuntimeError, match="--time-scale=-1"):
         async with EmulatorProcess("--time-scale=-1"):
             pass
+
+
+async def test_emulator_process_that_never_starts_is_stopped_with_a_clear_error(
+    tmp_path, monkeypatch
+) -> None:
+    """A child that prints no URL within startup_timeout is stopped, and the error says so."""
+    silent = tmp_path / "silent-python"
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(silent))
+    monkeypatch.setattr(EmulatorProcess, "startup_timeout", 0.5)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"did not start within 0\.5 s"):
+        async with EmulatorProcess("--seed=1"):
+            pass
+    assert time.monotonic() - started < 15
 
 
 def test_scaled_poll_is_the_default_policy_on_a_faster_clock() -> None:
