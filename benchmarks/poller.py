@@ -449,16 +449,21 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
         p95 = sdk["delay_p95"]
         if s["queue"] == "realistic" and s["shape"] == "linear":
             lines.append(
-                (f"{where}: {sdk['requests_per_task']:.2f} req/task <= 4 at p95 {p95:.1%} "
-                 "<= 5 %", sdk["requests_per_task"] <= 4 and p95 <= 0.05)
+                (
+                    f"{where}: {sdk['requests_per_task']:.2f} req/task <= 4 at p95 {p95:.1%} "
+                    "<= 5 %",
+                    sdk["requests_per_task"] <= 4 and p95 <= 0.05,
+                )
             )
         goal = {"linear": 3.0, "steps": 3.0, "stuck": 1.6}.get(s["shape"])
         if s["queue"] == "realistic" and goal is not None:
             lines.append((f"{where}: {ratio:.2f}x fewer requests >= {goal:g}x", ratio >= goal))
         cap = result["policy"]["max_requests_per_second"]
         lines.append(
-            (f"{where}: max {sdk['max_status_per_second']} status req/s <= {cap:g}",
-             sdk["max_status_per_second"] <= cap)
+            (
+                f"{where}: max {sdk['max_status_per_second']} status req/s <= {cap:g}",
+                sdk["max_status_per_second"] <= cap,
+            )
         )
     by_world: dict[tuple[str, str, float], dict[float, dict[str, Any]]] = {}
     for result in results:
@@ -472,8 +477,11 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
             a, b = get(low), get(high)
             drift = abs(a - b) / max(a, b)
             lines.append(
-                (f"{shape} {queue} skew {skew:g}: {label} {a:.2f} vs {b:.2f} across scales, "
-                 f"{drift:.0%} apart <= 15 %", drift <= 0.15)
+                (
+                    f"{shape} {queue} skew {skew:g}: {label} {a:.2f} vs {b:.2f} across scales, "
+                    f"{drift:.0%} apart <= 15 %",
+                    drift <= 0.15,
+                )
             )
     return [f"{'met ' if ok else 'MISS'}  {text}" for text, ok in lines]
 
@@ -532,8 +540,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def show(path: Path) -> None:
     """Print the table and verdicts of a saved run."""
     report = json.loads(path.read_text())
-    print(f"{report['tasks']} tasks a world, a budget of {report['budget']:g} requests/s "
-          "at real speed\n")
+    print(
+        f"{report['tasks']} tasks a world, a budget of {report['budget']:g} requests/s "
+        "at real speed\n"
+    )
     print(table(report["results"]))
     print()
     print("\n".join(verdicts(report["results"])))
@@ -553,8 +563,12 @@ async def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print("\n".join(verdicts(results)))
-    report = {"tasks": args.tasks, "budget": args.budget, "reattach": args.reattach,
-              "results": results}
+    report = {
+        "tasks": args.tasks,
+        "budget": args.budget,
+        "reattach": args.reattach,
+        "results": results,
+    }
     write_report(f"poller-{args.tasks}", report, started, args.out)
     return 0
 

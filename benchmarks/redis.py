@@ -156,9 +156,7 @@ async def run(
                 late.append(delay)
     finished = all(w.woke.keys() == set(ids) and not w.errors for w in survivors)
     if strike == "restart":
-        notes["warnings_per_process"] = [
-            w.stderr().count("Redis unreachable") for w in group
-        ]
+        notes["warnings_per_process"] = [w.stderr().count("Redis unreachable") for w in group]
     requests = stats["status_calls_total"]
     return {
         "name": name,
@@ -355,8 +353,13 @@ async def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print("\n".join(verdicts(results)))
-    report = {"tasks": args.tasks, "scale": args.scale, "failure_scale": args.failure_scale,
-              "outage": args.outage, "results": results}
+    report = {
+        "tasks": args.tasks,
+        "scale": args.scale,
+        "failure_scale": args.failure_scale,
+        "outage": args.outage,
+        "results": results,
+    }
     write_report(f"redis-{args.tasks}", report, started, args.out)
     return 0
 

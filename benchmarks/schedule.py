@@ -144,8 +144,17 @@ def simulate(shape: str, queue: str, run: str, tasks: int, seed: int) -> dict[st
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["shape", "queue", "run time", "req/task", "p50 %est", "p95 %est", "loop req/task",
-            "loop p95", "fewer requests"]
+    head = [
+        "shape",
+        "queue",
+        "run time",
+        "req/task",
+        "p50 %est",
+        "p95 %est",
+        "loop req/task",
+        "loop p95",
+        "fewer requests",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(
@@ -178,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.runs.split(",")
     ]
     print(table(rows))
-    write_report("schedule", {"tasks": args.tasks, "seed": args.seed, "rows": rows}, started,
-                 args.out)
+    write_report(
+        "schedule", {"tasks": args.tasks, "seed": args.seed, "rows": rows}, started, args.out
+    )
     return 0
 
 

@@ -101,9 +101,7 @@ def _text(value: Any) -> str | None:
     return str(value)[:MAX_MESSAGE]
 
 
-def error_from_response(
-    status: int, payload: Any, headers: Mapping[str, str]
-) -> KlingError:
+def error_from_response(status: int, payload: Any, headers: Mapping[str, str]) -> KlingError:
     """The SDK error for an HTTP error status, or for a 2xx whose body reports an error.
 
     Reads every documented body shape: ``{"code", "message"|"msg"}``,
@@ -264,7 +262,6 @@ class ApiClient:
         if not 200 <= raw.status < 300 or _reports_error(payload):
             raise error_from_response(raw.status, payload, headers)
         return Reply(payload, headers)
-
 
     def _decode(self, status: int, raw: bytes) -> Any:
         """The scrubbed JSON body; garbage is an InvalidResponseError unless the status

@@ -153,7 +153,6 @@ def configure_converter(conv: cattrs.Converter) -> None:
     conv.register_unstructure_hook(TaskSnapshot, unstructure_snapshot)
 
     for cls in (TextToVideo, ImageToVideo):
-
         conv.register_unstructure_hook(cls, _omit_unset(cls, conv))
 
 

@@ -63,7 +63,6 @@ class CoordinatorSink(Protocol):
     def wake(self) -> None:
         """Something the schedule waits on changed (budget granted): look again."""
 
-
     def on_sighting(self, task_id: str, sighting: Sighting) -> None:
         """Another process saw this of ``task_id``."""
 
@@ -134,7 +133,6 @@ class LocalCoordinator:
 
     def bind(self, sink: CoordinatorSink) -> None:
         pass
-
 
     def watch(self, task_id: str) -> None:
         pass

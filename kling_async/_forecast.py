@@ -77,7 +77,6 @@ EDGE_QUANTILE = 0.02
 """The likely window spans at least the 2nd to the 98th percentile of what was learned."""
 
 
-
 class _Stat:
     """Mean and spread of log ratios (Welford), shrunk towards a prior while samples are
     few, and the most recent samples, for the edges a lognormal gets wrong (a uniform
@@ -226,7 +225,6 @@ class TaskForecast:
         self.epoch = 0  # the kind's epoch when it was last planned
         self.planned_at = 0.0  # when it was last planned
 
-
     def __repr__(self) -> str:
         return f"<TaskForecast {self.task_id} polls={self.polls} progress={self.last_p}>"
 
@@ -276,7 +274,6 @@ class Forecaster:
         self._learning: dict[Kind, set[TaskForecast]] = {}
         #: Called with each lesson this process learns, to share it (None: keep it).
         self.share: Callable[[Kind | None, str, float], None] | None = None
-
 
     # -- tracking ------------------------------------------------------------------------
 
@@ -340,7 +337,6 @@ class Forecaster:
 
     @property
     def samples(self) -> int:
-
         """How many completions taught the model so far."""
         return self._all.total.n + self._all.run.n
 
@@ -570,7 +566,6 @@ class Forecaster:
             # (Coarse progress says more through its steps' timing than through a
             # residual: its extrapolations scatter by the step, which the belief adds.)
             rate = (forecast.last_p - forecast.first_p) / max(
-
                 forecast.last_t - forecast.first_t, 1e-9
             )
             extrapolated = (100 - forecast.last_p) / rate
@@ -607,9 +602,7 @@ class Forecaster:
             model.epoch += 1
 
     @staticmethod
-    def _start_of(
-        forecast: TaskForecast, finish: float, unit: float, step: int
-    ) -> float | None:
+    def _start_of(forecast: TaskForecast, finish: float, unit: float, step: int) -> float | None:
         """When processing started: the answers' bracket if narrow, else from progress."""
         low, high = forecast.start_bracket()
         if high < math.inf and high - low <= NARROW_START * unit:
@@ -634,4 +627,3 @@ class Forecaster:
         while lessons and (lessons[0][0] < oldest or len(lessons) > MAX_PENDING_LESSONS):
             _, kind, name, value = heapq.heappop(lessons)
             self._teach(kind, name, value)
-

@@ -106,7 +106,8 @@ def _check_duration(_inst: object, a: attrs.Attribute[int], value: object) -> No
         raise RequestValidationError(a.name, "must be an integer number of seconds", value)
     if not MIN_DURATION <= value <= MAX_DURATION:
         raise RequestValidationError(
-            a.name, f"must be a whole number of seconds from {MIN_DURATION} to {MAX_DURATION}",
+            a.name,
+            f"must be a whole number of seconds from {MIN_DURATION} to {MAX_DURATION}",
             value,
         )
 

@@ -91,4 +91,3 @@ class RateLimiter:
         is over (the next 429 cuts again)."""
         if sent > self._cut_at:
             self._congested = False
-

@@ -76,7 +76,6 @@ def _coordinator(redis: str | Redis | None, api_key: str, poll: PollPolicy) -> C
     return RedisCoordinator(redis, api_key, poll)
 
 
-
 class KlingSession:
     """An async session with the Kling v3 API: submit jobs, await them, download results.
 

@@ -52,7 +52,6 @@ class RawResponse:
     body: bytes = b""
 
 
-
 @runtime_checkable
 class DownloadStream(Protocol):
     """A response being streamed (a result video): status, length, chunks."""

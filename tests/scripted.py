@@ -70,9 +70,7 @@ class ScriptedTransport:
             raise result
         if isinstance(result, RawResponse):
             return result
-        status, payload, extra = (
-            result if isinstance(result, tuple) else (200, result, {})
-        )
+        status, payload, extra = result if isinstance(result, tuple) else (200, result, {})
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         return RawResponse(status, {"Content-Type": "application/json", **extra}, raw)
 

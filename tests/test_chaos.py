@@ -37,8 +37,17 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
         queue_time=4.0,
         fault_rate=0.2,
         fault_kinds=(
-            "429", "500", "502", "503", "reset", "slow", "truncated", "html",
-            "garbled", "wrong_id", "echo_key",
+            "429",
+            "500",
+            "502",
+            "503",
+            "reset",
+            "slow",
+            "truncated",
+            "html",
+            "garbled",
+            "wrong_id",
+            "echo_key",
         ),
         # A "slow" answer outlasts the client's timeout; a busy machine that stalls the
         # loop past it too only costs a retry: the same key replays the same task.
@@ -96,8 +105,11 @@ async def test_lost_submit_answers_never_pay_twice():
     submits = 300
     rng = random.Random(11)
     faults = [
-        Fault(rng.choice(("500", "502", "reset", "truncated", "hang", "slow")), route="submit",
-              when=when)
+        Fault(
+            rng.choice(("500", "502", "reset", "truncated", "hang", "slow")),
+            route="submit",
+            when=when,
+        )
         for when in ("after", "before")
         for _ in range(submits // 10)
     ]

@@ -191,4 +191,3 @@ async def test_requests_carry_the_key_only_to_the_api_and_the_version_only_when_
         task = await session.submit(TextToVideo("versioned"))
     assert task.id == "t_9"
     assert transport.sent[0][2]["X-APIMart-Response-Version"] == "2026-07-27"
-

@@ -31,7 +31,7 @@ async def finished(session: aiohttp.ClientSession, emu: Emulator, prompt: str) -
 
 
 async def test_garbled_bodies_cannot_be_read(session: aiohttp.ClientSession) -> None:
-    """"garbled" sends valid JSON whose fields are unusable, in each of its three ways."""
+    """ "garbled" sends valid JSON whose fields are unusable, in each of its three ways."""
     async with Emulator(fast(estimated_time=1.0)) as emu:
         task_id = await submit(session, emu)
         emu.inject(Fault("garbled", route="status", times=40))
@@ -54,7 +54,7 @@ async def test_garbled_bodies_cannot_be_read(session: aiohttp.ClientSession) -> 
 
 
 async def test_wrong_id_names_another_task(session: aiohttp.ClientSession) -> None:
-    """"wrong_id" answers a valid body about another task (a made-up one if there is none)."""
+    """ "wrong_id" answers a valid body about another task (a made-up one if there is none)."""
     async with Emulator(fast()) as emu:
         alone = await submit(session, emu)
         emu.inject(Fault("wrong_id", route="status"))
@@ -72,7 +72,7 @@ async def test_wrong_id_names_another_task(session: aiohttp.ClientSession) -> No
 async def test_echo_key_on_status_leaks_the_key_everywhere(
     session: aiohttp.ClientSession, style: str
 ) -> None:
-    """"echo_key" on status repeats the Bearer token in errors, progress, error and URL."""
+    """ "echo_key" on status repeats the Bearer token in errors, progress, error and URL."""
     async with Emulator(fast(estimated_time=1.0, error_style=style)) as emu:
         ok = await finished(session, emu, "a cat")
         doomed = await finished(session, emu, "a cat [fail]")
@@ -124,7 +124,7 @@ async def test_echo_key_url_still_downloads(session: aiohttp.ClientSession) -> N
 async def test_echo_key_on_submit_is_an_error_echoing_the_key(
     session: aiohttp.ClientSession,
 ) -> None:
-    """"echo_key" on submit answers 500 with the key in message and code; nothing created."""
+    """ "echo_key" on submit answers 500 with the key in message and code; nothing created."""
     async with Emulator(fast()) as emu:
         emu.inject(Fault("echo_key", route="submit"))
         code, body = await post(session, emu, headers=AUTH)
@@ -181,7 +181,7 @@ def test_hostile_faults_are_checked(fields: dict[str, Any], needle: str) -> None
 
 
 def test_hang_applies_everywhere() -> None:
-    """"hang" can hit any route, storage included."""
+    """ "hang" can hit any route, storage included."""
     for route in ("submit", "status", "upload", "storage", "any"):
         assert Fault("hang", route=route).route == route  # type: ignore[arg-type]
 

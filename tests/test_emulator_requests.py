@@ -193,7 +193,7 @@ async def test_a_retry_after_a_lost_response_replays(
 
 
 async def test_hang_after_creates_then_never_answers(session: aiohttp.ClientSession) -> None:
-    """"hang" after a submit creates the task and answers nothing until the client gives up."""
+    """ "hang" after a submit creates the task and answers nothing until the client gives up."""
     async with Emulator(fast()) as emu:
         emu.inject(Fault("hang", route="submit", when="after"))
         with pytest.raises(asyncio.TimeoutError):
@@ -207,7 +207,7 @@ async def test_hang_after_creates_then_never_answers(session: aiohttp.ClientSess
 
 
 async def test_hang_before_creates_nothing(session: aiohttp.ClientSession) -> None:
-    """"hang" before a submit creates nothing, then normal service resumes."""
+    """ "hang" before a submit creates nothing, then normal service resumes."""
     async with Emulator(fast()) as emu:
         emu.inject(Fault("hang", route="any"))
         with pytest.raises(asyncio.TimeoutError):
@@ -369,7 +369,7 @@ async def test_rate_limit_429_follows_the_error_style(session: aiohttp.ClientSes
 
 
 async def test_body_error_keeps_its_code_shape(session: aiohttp.ClientSession) -> None:
-    """"body_error" is an HTTP 200 whose body code is 500, whatever the error style."""
+    """ "body_error" is an HTTP 200 whose body code is 500, whatever the error style."""
     async with Emulator(fast(error_style="error_object")) as emu:
         emu.inject(Fault("body_error", route="submit"))
         code, body = await post(session, emu)

@@ -249,7 +249,7 @@ async def test_real_speed_record_reports_integers(session: aiohttp.ClientSession
 
 
 def test_eased_and_step_progress_values() -> None:
-    """"eased" is 100(1 - (1 - f)^2) capped at 99; "steps" jumps by progress_step."""
+    """ "eased" is 100(1 - (1 - f)^2) capped at 99; "steps" jumps by progress_step."""
     assert [progress_at("eased", f) for f in (0, 0.1, 0.5, 0.9, 1)] == [0, 19, 75, 99, 99]
     assert [progress_at("steps", f, 30) for f in (0, 0.29, 0.3, 0.61, 0.95, 1)] == [
         0, 0, 30, 60, 90, 90,

@@ -91,9 +91,7 @@ def test_a_task_queued_for_30_percent_is_still_noticed_within_5_percent():
     [(LINEAR, 4.5), (STEPS, 10), (STUCK, 20), (EASED, 10)],
     ids=["linear", "steps", "stuck", "eased"],
 )
-def test_every_progress_shape_is_noticed_within_5_percent_with_a_variable_queue(
-    shape, most_checks
-):
+def test_every_progress_shape_is_noticed_within_5_percent_with_a_variable_queue(shape, most_checks):
     """Whatever the progress shape, over a queue of 0-30 % of the estimate, finishes are
     noticed within 5 % of the estimate at p95, with a bounded number of checks."""
     delays, counts = batch(shape, lambda rng: rng.uniform(0.0, 0.3) * E)

@@ -37,8 +37,9 @@ async def test_closing_during_a_submits_backoff_sends_nothing_more():
     async def limited(request: web.Request) -> web.StreamResponse:
         posts.append(time.monotonic())
         posted.set()
-        return web.json_response({"code": 429, "message": "later"}, status=429,
-                                 headers={"Retry-After": "2"})
+        return web.json_response(
+            {"code": 429, "message": "later"}, status=429, headers={"Retry-After": "2"}
+        )
 
     app = web.Application()
     app.router.add_post("/v1/videos/generations", limited)
@@ -112,7 +113,6 @@ async def test_a_folder_in_the_videos_place_is_refused_before_downloading(tmp_pa
     async with scripted_session(transport) as session:
         with pytest.raises(DownloadError, match="is a directory"):
             await session.download(result, tmp_path / "taken")
-
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,10 @@ def still_running(method: str, path: str, n: int) -> Any:
 
 
 STEADY = PollPolicy(
-    min_interval=0.01, max_interval=0.05, max_requests_per_second=10_000, max_concurrency=4,
+    min_interval=0.01,
+    max_interval=0.05,
+    max_requests_per_second=10_000,
+    max_concurrency=4,
     jitter=0.0,
 )
 """Every task due at once: rounds as large as the concurrency allows."""

@@ -38,9 +38,10 @@ async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):
     """Two sessions awaiting the same tasks send the status requests of about one: one of
     them checks each task, the other wakes from what it saw."""
     async with Emulator(fast_config(time_scale=60.0)) as emu:
-        async with session_on(emu, redis_server.url) as first, session_on(
-            emu, redis_server.url
-        ) as second:
+        async with (
+            session_on(emu, redis_server.url) as first,
+            session_on(emu, redis_server.url) as second,
+        ):
             tasks = [await first.submit(TextToVideo(f"shared {i}")) for i in range(20)]
             mine = [asyncio.ensure_future(t.wait(timeout=20)) for t in tasks]
             theirs = [asyncio.ensure_future(second.task(t.id).wait(timeout=20)) for t in tasks]
@@ -106,12 +107,16 @@ async def test_without_redis_sessions_poll_on_their_own_then_rejoin(redis_server
     sessions coordinate again."""
     caplog.set_level(logging.WARNING, "kling_async")
     async with Emulator(fast_config(time_scale=40.0)) as emu:
-        async with session_on(emu, redis_server.url) as first, session_on(
-            emu, redis_server.url
-        ) as second:
+        async with (
+            session_on(emu, redis_server.url) as first,
+            session_on(emu, redis_server.url) as second,
+        ):
             tasks = [await first.submit(TextToVideo(f"outage {i}")) for i in range(10)]
-            waits = [asyncio.ensure_future(s.task(t.id).wait(timeout=30))
-                     for t in tasks for s in (first, second)]
+            waits = [
+                asyncio.ensure_future(s.task(t.id).wait(timeout=30))
+                for t in tasks
+                for s in (first, second)
+            ]
             await asyncio.sleep(0.3)
             redis_server.stop()
             results = await asyncio.gather(*waits)
@@ -129,9 +134,10 @@ async def test_back_from_an_outage_a_session_stays_joined(redis_server):
     idle in their pools from before the outage (each would fail once, "closed by server")
     send nobody back to polling alone."""
     async with Emulator(fast_config(time_scale=60.0)) as emu:
-        async with session_on(emu, redis_server.url) as first, session_on(
-            emu, redis_server.url
-        ) as second:
+        async with (
+            session_on(emu, redis_server.url) as first,
+            session_on(emu, redis_server.url) as second,
+        ):
             sessions = (first, second)
 
             def joined() -> bool:
@@ -139,8 +145,9 @@ async def test_back_from_an_outage_a_session_stays_joined(redis_server):
 
             async def await_in_both(label: str) -> None:
                 tasks = [await first.submit(TextToVideo(f"{label} {i}")) for i in range(20)]
-                await asyncio.gather(*(s.task(t.id).wait(timeout=20)
-                                       for t in tasks for s in sessions))
+                await asyncio.gather(
+                    *(s.task(t.id).wait(timeout=20) for t in tasks for s in sessions)
+                )
 
             await await_in_both("before")  # the pools hold several connections now
             redis_server.stop()
@@ -241,7 +248,6 @@ async def test_the_redis_url_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("KLING_REDIS_URL")
     async with KlingSession(api_key=KEY, base_url="http://127.0.0.1:9") as alone:
         assert not alone.poll_stats().shared
-
 
 
 async def test_a_status_nobody_has_seen_is_fetched_at_once(redis_server):

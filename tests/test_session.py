@@ -186,8 +186,13 @@ async def test_submit_retries_a_429_without_paying_twice(session, emulator):
 
 @pytest.mark.parametrize(
     ("kind", "when"),
-    [("500", "after"), ("reset", "after"), ("truncated", "after"), ("hang", "after"),
-     ("502", "before")],
+    [
+        ("500", "after"),
+        ("reset", "after"),
+        ("truncated", "after"),
+        ("hang", "after"),
+        ("502", "before"),
+    ],
 )
 async def test_a_lost_submit_answer_is_retried_with_its_key_and_paid_once(
     session, emulator, kind, when

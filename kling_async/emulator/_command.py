@@ -82,8 +82,7 @@ _KNOBS: tuple[_Knob, ...] = (
     ),
     _Knob(
         "run_distribution",
-        "distribution of the run/estimate ratio: lognormal, or uniform in [1 - spread, "
-        "1 + spread]",
+        "distribution of the run/estimate ratio: lognormal, or uniform in [1 - spread, 1 + spread]",
         type=None,
         choices=RUN_DISTRIBUTIONS,
     ),

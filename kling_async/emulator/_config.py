@@ -228,9 +228,7 @@ class EmulatorConfig:
     """Accepted keys; None accepts any non-empty Bearer token. Kept out of `repr`."""
     quirks: bool = attrs.field(default=False, validator=_boolean)
     """Randomly vary response shapes the way real gateways do (see the package docstring)."""
-    seed: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_whole_number)
-    )
+    seed: int | None = attrs.field(default=None, validator=attrs.validators.optional(_whole_number))
     """Seed for every random choice, for reproducible runs."""
 
     def __attrs_post_init__(self) -> None:
