@@ -1,21 +1,25 @@
 """The one cattrs converter between Python objects and the API's JSON.
 
 Every hook lives in :func:`configure_converter`. Structuring is tolerant the way API.md
-asks: unknown fields are ignored, numbers may come as strings, timestamps may be in
-milliseconds, ``url`` may be a string or a list, unknown statuses become ``UNKNOWN``.
-Unstructuring a request omits every optional field left unset.
+asks: numbers may come as strings, timestamps may be in milliseconds, ``url`` may be a
+string or a list, unknown statuses become ``UNKNOWN``, unknown fields are kept, read-only,
+in ``TaskSnapshot.extras``, and an optional field that cannot be read is treated as absent
+(logged once per task at DEBUG). Unstructuring a request omits every optional field left
+unset.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Any, NewType
+from typing import Any
 from urllib.parse import urlsplit
 
 import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from ._exceptions import InvalidResponseError
 from ._models import (
@@ -27,6 +31,7 @@ from ._models import (
     Video,
     VideoRequest,
     check_task_id,
+    thawed_json,
 )
 
 __all__ = [
@@ -38,7 +43,8 @@ __all__ = [
     "request_body",
 ]
 
-Timestamp = NewType("Timestamp", float)
+logger = logging.getLogger("kling_async")
+
 _MS_THRESHOLD = 100_000_000_000  # a seconds timestamp passes this in the year 5138
 
 
@@ -85,64 +91,124 @@ def _first_url(value: Any) -> str:
     return url
 
 
+def _lenient(read: Any, value: Any) -> Any:
+    """``read(value)``, or None if the value cannot be read that way."""
+    try:
+        return read(value, None)
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _videos(conv: cattrs.Converter, result: Any, *, required: bool) -> tuple[Video, ...] | None:
+    """The videos of a status's ``result``; None if it cannot be read. A completed task's
+    must all be readable (and at least one there); any other task's are read if they can be."""
+    entries = result.get("videos") if isinstance(result, Mapping) else None
+    if entries is None and not required:
+        return ()
+    try:
+        if not isinstance(entries, list) or (required and not entries):
+            raise ValueError("no list of videos")
+        return tuple(conv.structure(entry, Video) for entry in entries)
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        if required:
+            raise ValueError("a completed task's videos cannot be read") from None
+        return None
+
+
+_DROPPED_REPORTED: OrderedDict[str, None] = OrderedDict()
+_DROPPED_MEMORY = 4096
+
+
+def _note_dropped(task_id: str, fields: list[str]) -> None:
+    """Log (DEBUG, once per task) the optional fields of a status that could not be read."""
+    if task_id in _DROPPED_REPORTED:
+        return
+    _DROPPED_REPORTED[task_id] = None
+    if len(_DROPPED_REPORTED) > _DROPPED_MEMORY:
+        _DROPPED_REPORTED.popitem(last=False)
+    logger.debug(
+        "status of %s: unreadable %s treated as unknown",
+        task_id,
+        ", ".join(fields),
+        extra={"task_id": task_id, "fields": fields},
+    )
+
+
 def configure_converter(conv: cattrs.Converter) -> None:
     """Register every hook the SDK needs on ``conv``."""
-    conv.register_structure_hook(float | None, _optional_number)
-    conv.register_structure_hook(Timestamp | None, _timestamp)
-    conv.register_structure_hook(str | None, _text)
     conv.register_structure_hook(TaskStatus, lambda v, _: TaskStatus(str(v)))
 
-    conv.register_structure_hook(
-        Video,
-        lambda d, _: Video(
-            url=_first_url(d.get("url")), expires_at=_timestamp(d.get("expires_at"), None)
-        ),
-    )
-    conv.register_structure_hook(
-        ErrorInfo,
-        lambda d, _: (
-            ErrorInfo(
-                code=_text(d.get("code"), None),
-                message=_text(d.get("message") or d.get("msg"), None),
-            )
-            if isinstance(d, Mapping)
-            else ErrorInfo(message=_text(d, None))
-        ),
-    )
+    def structure_video(data: Any, _: Any) -> Video:
+        if not isinstance(data, Mapping):
+            raise ValueError("a video is not an object")
+        expires_at = _lenient(_timestamp, data.get("expires_at"))  # optional: a hint
+        return Video(url=_first_url(data.get("url")), expires_at=expires_at)
 
-    snapshot_fields = make_dict_structure_fn(
-        TaskSnapshot,
-        conv,
-        progress=override(struct_hook=_progress),
-        created=override(struct_hook=_timestamp),
-        completed=override(struct_hook=_timestamp),
-    )
+    def structure_error_info(data: Any, _: Any) -> ErrorInfo:
+        if not isinstance(data, Mapping):
+            return ErrorInfo(message=_lenient(_text, data))
+        message = data.get("message") or data.get("msg")
+        return ErrorInfo(code=_lenient(_text, data.get("code")), message=_lenient(_text, message))
+
+    conv.register_structure_hook(Video, structure_video)
+    conv.register_structure_hook(ErrorInfo, structure_error_info)
+
+    def structure_error(value: Any, _: Any) -> ErrorInfo | None:
+        return None if value is None else conv.structure(value, ErrorInfo)
+
+    # The optional fields of a status answer and how each is read. One the SDK cannot read
+    # is treated as absent: only ``id``, ``status`` and a completed task's videos must be
+    # readable, so a cosmetic glitch never turns a finished video into an error.
+    optional: dict[str, Any] = {
+        "progress": _progress,
+        "created": _timestamp,
+        "completed": _timestamp,
+        "estimated_time": _optional_number,
+        "actual_time": _optional_number,
+        "cost": _optional_number,
+        "credits_cost": _optional_number,
+        "error": structure_error,
+    }
+    modelled = frozenset({*optional, "id", "task_id", "status", "result"})
 
     def structure_snapshot(data: Any, _: Any) -> TaskSnapshot:
         if not isinstance(data, Mapping):
             raise ValueError("task data is not an object")
-        fields = dict(data)
-        result = fields.pop("result", None)
-        videos = result.get("videos") if isinstance(result, Mapping) else None
-        fields["videos"] = list(videos) if isinstance(videos, list) else []
-        if fields.get("error") is None:
-            fields.pop("error", None)
-        fields["id"] = check_task_id(fields.get("id") or fields.get("task_id"))
-        return snapshot_fields(fields, TaskSnapshot)
+        task_id = check_task_id(data.get("id") or data.get("task_id"))
+        status = conv.structure(data.get("status"), TaskStatus)
+        fields: dict[str, Any] = {}
+        dropped: list[str] = []
+        for name, read in optional.items():
+            raw = data.get(name)
+            value = _lenient(read, raw)
+            if value is not None:
+                fields[name] = value
+            elif raw is not None and raw != "":
+                dropped.append(name)
+        videos = _videos(conv, data.get("result"), required=status == TaskStatus.COMPLETED)
+        if videos is None:
+            dropped.append("result")
+        extras = {key: value for key, value in data.items() if key not in modelled}
+        if dropped:
+            _note_dropped(task_id, dropped)
+        return TaskSnapshot(id=task_id, status=status, videos=videos or (), extras=extras, **fields)
 
     conv.register_structure_hook(TaskSnapshot, structure_snapshot)
 
     def unstructure_snapshot(snapshot: TaskSnapshot) -> dict[str, Any]:
         """A snapshot in the status route's own shape, so the one parser reads it back."""
-        data: dict[str, Any] = {
-            "id": snapshot.id,
-            "status": snapshot.status.value,
-            "progress": snapshot.progress,
-            "created": snapshot.created,
-            "completed": snapshot.completed,
-            "estimated_time": snapshot.estimated_time,
-            "actual_time": snapshot.actual_time,
-        }
+        data: dict[str, Any] = thawed_json(snapshot.extras)
+        data.update(
+            id=snapshot.id,
+            status=snapshot.status.value,
+            progress=snapshot.progress,
+            created=snapshot.created,
+            completed=snapshot.completed,
+            estimated_time=snapshot.estimated_time,
+            actual_time=snapshot.actual_time,
+            cost=snapshot.cost,
+            credits_cost=snapshot.credits_cost,
+        )
         if snapshot.videos:
             videos = [{"url": v.url, "expires_at": v.expires_at} for v in snapshot.videos]
             data["result"] = {"videos": videos}

@@ -35,6 +35,8 @@ __all__ = [
     "VideoRequest",
     "VideoResult",
     "check_task_id",
+    "frozen_json",
+    "thawed_json",
 ]
 
 MODES = ("std", "pro")
@@ -285,9 +287,54 @@ class ErrorInfo:
     message: str | None = None
 
 
+class _FrozenDict(dict[str, Any]):
+    """A JSON object that refuses changes (a dict, so ``json.dumps`` and ``==`` just work)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> Any:
+        raise TypeError("a task snapshot's extras are read-only; copy them with dict(...)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[_FrozenDict], tuple[dict[str, Any]]]:
+        return (_FrozenDict, (dict(self),))  # pickles and copies without a refused write
+
+    def __copy__(self) -> _FrozenDict:
+        return self
+
+    def __deepcopy__(self, _memo: object) -> _FrozenDict:
+        return self  # nothing inside can change: it is frozen all the way down
+
+
+def frozen_json(value: Any) -> Any:
+    """Decoded JSON made read-only all the way down: objects become read-only dicts,
+    arrays tuples (``thawed_json`` turns it back into plain JSON)."""
+    if isinstance(value, Mapping):
+        return _FrozenDict({str(k): frozen_json(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(frozen_json(v) for v in value)
+    return value
+
+
+def thawed_json(value: Any) -> Any:
+    """What :func:`frozen_json` made, as plain JSON again (dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: thawed_json(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thawed_json(v) for v in value]
+    return value
+
+
 @attrs.frozen
 class TaskSnapshot:
-    """One status answer for a task, as the API reported it (times in unix seconds)."""
+    """One status answer for a task, as the API reported it (times in unix seconds).
+
+    Only ``id`` and ``status`` (and, once completed, the videos) must be readable: any
+    other field the server sent in a shape the SDK cannot read is treated as absent
+    (``progress`` 0, the rest None), so a cosmetic glitch never costs a finished video.
+    """
 
     id: str
     status: TaskStatus = TaskStatus.UNKNOWN
@@ -298,6 +345,13 @@ class TaskSnapshot:
     actual_time: float | None = None
     videos: tuple[Video, ...] = ()
     error: ErrorInfo | None = None
+    cost: float | None = None
+    """What the task cost, when the server reports it (not in the provider's reference)."""
+    credits_cost: float | None = None
+    """The credits the task cost, when the server reports it."""
+    extras: Mapping[str, Any] = attrs.field(factory=_FrozenDict, converter=frozen_json, hash=False)
+    """The fields of the answer the SDK does not model, read-only, as received (the API
+    key masked): a field the provider adds is readable before the SDK knows it."""
 
 
 @attrs.frozen

@@ -26,8 +26,8 @@ RATE = 600
 
 async def test_a_thousand_tasks_through_twenty_percent_faults():
     """Every task ends in its true outcome, each prompt paid once, rate and cleanup hold,
-    through 429s, 5xx, resets, slow, truncated, HTML, garbled, wrong-task and key-echoing
-    answers."""
+    through 429s, 5xx, resets, slow, truncated, HTML, garbled, junk-filled, wrong-task and
+    key-echoing answers."""
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
@@ -46,6 +46,7 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
             "truncated",
             "html",
             "garbled",
+            "garbage_fields",
             "wrong_id",
             "echo_key",
         ),

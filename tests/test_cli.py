@@ -16,9 +16,11 @@ import pytest
 from cli_support import (
     EXAMPLES,
     FAST_POLL,
+    SHARED_EMULATOR,
     EmulatorProcess,
     batch_args,
     count_lines_in,
+    emulator_running,
     events_of,
     journal_rows,
     journal_states,
@@ -362,6 +364,8 @@ def test_generate_then_status_wait_and_download(emu: EmulatorProcess, tmp_path: 
         "status": "completed",
         "file": "kite.mp4",
         "url": saved["url"],
+        "cost": None,
+        "credits_cost": None,
     }
     assert (tmp_path / "kite.mp4").read_bytes()[4:8] == b"ftyp"
 
@@ -378,6 +382,40 @@ def test_generate_then_status_wait_and_download(emu: EmulatorProcess, tmp_path: 
     assert download.returncode == 0, download.stderr
     assert (tmp_path / "again.mp4").read_bytes() == (tmp_path / "kite.mp4").read_bytes()
     assert emu.stats()["submissions"] == 1
+
+
+def test_reported_costs_reach_the_json_output_and_the_batch_summary(tmp_path: Path) -> None:
+    """A server that reports cost: generate --json and status --json show it, a batch's
+    jobs carry it and its summary totals it (and says so in text mode too)."""
+    with emulator_running(*SHARED_EMULATOR, "--cost-per-second", "0.07") as billed:
+        common = ["--base-url", billed.url, "--api-key", "k"]
+        gen = run_cli(
+            "generate",
+            "a red kite",
+            "--out",
+            "kite.mp4",
+            *common,
+            *FAST_POLL,
+            "--json",
+            cwd=tmp_path,
+        )
+        assert gen.returncode == 0, gen.stderr
+        submitted, saved = events_of(gen.stdout)
+        assert (saved["cost"], saved["credits_cost"]) == (0.35, 35)
+        status = run_cli("status", submitted["task_id"], *common, "--json", cwd=tmp_path)
+        (snapshot,) = events_of(status.stdout)
+        assert (snapshot["cost"], snapshot["credits_cost"]) == (0.35, 35)
+
+        file = write_batch(tmp_path / "b.jsonl", [*prompts(2), {"prompt": "pro", "mode": "pro"}])
+        result = run_cli(*batch_args(file, tmp_path / "out", billed), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        summary = summary_of(result.stdout)
+        assert [job["cost"] for job in summary["jobs"]] == [0.35, 0.35, 0.525]
+        assert summary["cost"] == {"cost": pytest.approx(1.225), "credits_cost": 122.5, "lines": 3}
+
+        text = run_cli(*batch_args(file, tmp_path / "out2", billed)[:-1], cwd=tmp_path)
+        assert text.returncode == 0, text.stderr
+        assert "Cost reported for 3 lines: 1.225 (122.5 credits)." in text.stdout
 
 
 def test_failed_generation_exits_1_with_the_reason(emu: EmulatorProcess, tmp_path: Path) -> None:

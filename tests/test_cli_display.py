@@ -138,6 +138,7 @@ class _Run:
         self.jobs = jobs
 
     counts = BatchRun.counts
+    cost = BatchRun.cost
 
 
 def test_summary_is_plain_rows_when_stdout_is_not_a_terminal(tmp_path: Path) -> None:

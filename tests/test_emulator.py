@@ -187,6 +187,31 @@ async def test_estimate_scales_with_mode_and_duration(
         assert body["data"]["estimated_time"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("cost_per_second", [None, 0.1])
+async def test_cost_is_reported_on_completed_tasks_only_when_configured(
+    session: aiohttp.ClientSession, cost_per_second: float | None
+) -> None:
+    """With cost_per_second, a completed task reports cost (per second of video, x1.5 in
+    pro) and credits_cost; a task still running, or an emulator without it, reports none."""
+    async with Emulator(fast(estimated_time=1.0, cost_per_second=cost_per_second)) as emu:
+        emu.script(prompt_contains="slow", time_factor=1000)
+        std = await submit(session, emu, duration=10)
+        pro = await submit(session, emu, mode="pro")
+        running = await submit(session, emu, prompt="slow", duration=15)
+        await sleep_until(emu.task_record(pro).completes_at)
+        await sleep_until(emu.task_record(std).completes_at)
+        reported = {}
+        for task_id in (std, pro, running):
+            _, body = await status(session, emu, task_id)
+            reported[task_id] = (body["data"].get("cost"), body["data"].get("credits_cost"))
+    if cost_per_second is None:
+        assert set(reported.values()) == {(None, None)}
+    else:
+        assert reported[std] == (pytest.approx(1.0), pytest.approx(100.0))
+        assert reported[pro] == (pytest.approx(0.75), pytest.approx(75.0))
+        assert reported[running] == (None, None)
+
+
 async def test_fail_marker_ends_failed_with_an_error(session: aiohttp.ClientSession) -> None:
     """A prompt with the fail marker ends "failed" with an error code and message, no result."""
     async with Emulator(fast(estimated_time=1.0)) as emu:

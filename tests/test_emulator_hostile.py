@@ -31,7 +31,8 @@ async def finished(session: aiohttp.ClientSession, emu: Emulator, prompt: str) -
 
 
 async def test_garbled_bodies_cannot_be_read(session: aiohttp.ClientSession) -> None:
-    """ "garbled" sends valid JSON whose fields are unusable, in each of its three ways."""
+    """ "garbled" sends valid JSON claiming "completed" whose videos are unusable, in each
+    of its two ways."""
     async with Emulator(fast(estimated_time=1.0)) as emu:
         task_id = await submit(session, emu)
         emu.inject(Fault("garbled", route="status", times=40))
@@ -40,17 +41,40 @@ async def test_garbled_bodies_cannot_be_read(session: aiohttp.ClientSession) -> 
             code, body = await status(session, emu, task_id)
             assert code == 200
             data = body["data"]
-            assert data["id"] == task_id
-            if data["progress"] == "abc":
-                seen.add("progress")
-            elif data["estimated_time"] == "NaN":
-                seen.add("estimated_time")
-            else:
-                assert data["status"] == "completed"
-                assert data["result"]["videos"][0]["url"] is None
+            assert (data["id"], data["status"]) == (task_id, "completed")
+            videos = data["result"]["videos"]
+            if isinstance(videos, list):
+                assert videos[0]["url"] is None
                 seen.add("url")
-        assert seen == {"progress", "estimated_time", "url"}
+            else:
+                assert isinstance(videos, str)
+                seen.add("videos")
+        assert seen == {"url", "videos"}
         assert emu.stats.faults_injected == {"garbled": 40}
+
+
+async def test_garbage_fields_keep_what_must_be_read(session: aiohttp.ClientSession) -> None:
+    """ "garbage_fields" puts junk in the optional fields and adds unknown extras, but the
+    id, the status and a completed task's videos stay as they were."""
+    async with Emulator(fast(estimated_time=1.0, seed=3)) as emu:
+        task_id = await finished(session, emu, "a cat")
+        _, clean = await status(session, emu, task_id)
+        emu.inject(Fault("garbage_fields", route="status", times=20))
+        junk = set()
+        for _ in range(20):
+            code, body = await status(session, emu, task_id)
+            assert code == 200
+            data = body["data"]
+            assert (data["id"], data["status"]) == (task_id, "completed")
+            assert data["result"]["videos"][0]["url"][0].startswith(emu.storage_url)
+            assert "x_debug" in data
+            junk |= {
+                k
+                for k in ("progress", "estimated_time", "cost")
+                if data.get(k) != clean["data"].get(k)
+            }
+        assert junk == {"progress", "estimated_time", "cost"}
+        assert emu.stats.faults_injected == {"garbage_fields": 20}
 
 
 async def test_wrong_id_names_another_task(session: aiohttp.ClientSession) -> None:

@@ -186,11 +186,10 @@ async def test_waiting_again_after_a_timeout_mid_check_never_hangs():
     "garbage",
     [
         status_body("t", "completed", 100, result={"videos": [{"url": None}]}),
-        status_body("t", "processing", "abc"),
-        status_body("t", "processing", 10, estimated_time="NaN"),
+        status_body("t", "completed", 100, result={}),
         status_body("someone_else", "completed"),
     ],
-    ids=["url-null", "progress-abc", "estimate-nan", "other-task"],
+    ids=["url-null", "no-videos", "other-task"],
 )
 async def test_a_status_that_stays_unreadable_fails_that_task(garbage):
     """An answer that cannot be read (or is about another task) is retried a bounded
@@ -203,9 +202,32 @@ async def test_a_status_that_stays_unreadable_fails_that_task(garbage):
     assert fine.task_id == "fine"
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        {"progress": "abc"},
+        {"estimated_time": "NaN"},
+        {"created": "yesterday", "actual_time": [19], "cost": {"usd": "?"}},
+        {"error": ["?"], "x_new": {"deep": [1, {"er": None}]}},
+    ],
+    ids=["progress-abc", "estimate-nan", "times-and-cost", "error-and-extras"],
+)
+async def test_garbage_in_optional_fields_never_costs_the_video(garbage):
+    """A status whose status and videos are readable is delivered, whatever its optional
+    fields hold: one check per task, no retry, no failure."""
+    running, done = status_body("t", "processing", 50), status_body("t")
+    running["data"].update(garbage)
+    done["data"].update(garbage)
+    transport = ScriptedTransport(answers({"t": lambda n: running if n == 1 else done}))
+    async with scripted_session(transport) as session:
+        result = await session.task("t").wait(timeout=5)
+    assert result.url == "https://cdn.test/t.mp4"
+    assert transport.paths().count("/v1/tasks/t") == 2
+
+
 async def test_one_unreadable_answer_then_a_good_one_succeeds():
     """A passing glitch costs a retry, not the task."""
-    glitch = status_body("t", "processing", "abc")
+    glitch = status_body("t", "completed", 100, result={"videos": [{"url": None}]})
     transport = ScriptedTransport(answers({"t": lambda n: glitch if n == 1 else None}))
     async with scripted_session(transport) as session:
         result = await session.task("t").wait(timeout=5)

@@ -231,7 +231,12 @@ async def test_api_redirects_are_not_followed():
         (json_answer({"code": 200, "data": {"id": 5, "status": []}}), InvalidResponseError),
         (json_answer({"code": 200, "data": {"id": "../../admin"}}), InvalidResponseError),
         (
-            json_answer({"code": 200, "data": {"id": "t", "progress": {"a": 1}}}),
+            json_answer(
+                {
+                    "code": 200,
+                    "data": {"id": "task_1", "status": "completed", "result": {"videos": [1]}},
+                }
+            ),
             InvalidResponseError,
         ),
         (raw_answer(b"[" * 100_000 + b"]" * 100_000), InvalidResponseError),
@@ -249,14 +254,15 @@ async def test_hostile_status_answers_are_kling_errors(answer, expected):
 
 async def test_hostile_status_answers_never_crash_the_poller():
     """A task whose status stays garbage fails with the parse error; the session still works."""
-    garbage = json_answer({"code": 200, "data": {"id": "task_1", "progress": "NaN"}})
+    unreadable = {"id": "task_1", "status": "completed", "result": {"videos": [{"url": None}]}}
+    garbage = json_answer({"code": 200, "data": unreadable})
     fine = json_answer({"code": 200, "data": {"id": "task_2", "status": "processing"}})
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await (garbage if request.path.endswith("task_1") else fine)(request)
 
     async with serve(Recorder(handler)) as url, fast_session(url) as session:
-        with pytest.raises(InvalidResponseError, match="NaN"):
+        with pytest.raises(InvalidResponseError, match="videos cannot be read"):
             await session.task("task_1").wait(timeout=5)
         with pytest.raises(TaskTimeoutError):
             await session.task("task_2").wait(timeout=0.2)

@@ -44,7 +44,7 @@ from ._batchfile import BatchLine, canonical_body
 from ._journal import Journal, JournalRow
 from ._options import new_idempotency_key
 
-__all__ = ["ACTIVE", "ENDED", "STATES", "BatchOptions", "BatchRun", "Display", "Job"]
+__all__ = ["ACTIVE", "ENDED", "STATES", "BatchCost", "BatchOptions", "BatchRun", "Display", "Job"]
 
 #: Job states, in the order they are shown.
 STATES = (
@@ -100,6 +100,10 @@ class Job:
     """The key of the job's POST, once an intent is journaled."""
     body: str | None = None
     """The JSON body of the job's POST, once an intent is journaled."""
+    cost: float | None = None
+    """What the server said the task cost (when it reports it, in this run)."""
+    credits_cost: float | None = None
+    """The credits the server said the task cost (when it reports them, in this run)."""
 
     @property
     def number(self) -> int:
@@ -126,6 +130,18 @@ class Display(Protocol):
 
     def stop(self) -> None:
         """The run is over: stop any live view."""
+
+
+@attrs.frozen
+class BatchCost:
+    """The cost a run's tasks reported, summed."""
+
+    cost: float | None
+    """The sum of the costs reported (None if only credits were)."""
+    credits_cost: float | None
+    """The sum of the credits reported (None if only costs were)."""
+    lines: int
+    """How many lines' tasks reported a cost (or credits)."""
 
 
 @attrs.frozen
@@ -210,6 +226,18 @@ class BatchRun:
     def ok(self) -> bool:
         """True if every line's video is saved."""
         return all(job.state == "done" for job in self.jobs)
+
+    def cost(self) -> BatchCost | None:
+        """What the tasks of this run cost, summed over the lines whose task reported a
+        cost or credits (None if none did: the provider's reference has no cost field)."""
+        billed = [job for job in self.jobs if job.cost is not None or job.credits_cost is not None]
+        if not billed:
+            return None
+        costs = [job.cost for job in billed if job.cost is not None]
+        credits = [job.credits_cost for job in billed if job.credits_cost is not None]
+        return BatchCost(
+            sum(costs) if costs else None, sum(credits) if credits else None, len(billed)
+        )
 
     # -- running ---------------------------------------------------------------------------
 
@@ -403,6 +431,8 @@ class BatchRun:
                             self._changed(job, snapshot.status.value)
                     await handle
                 journal.finished(key, "completed")
+                if handle.snapshot is not None:
+                    job.cost, job.credits_cost = handle.snapshot.cost, handle.snapshot.credits_cost
             async with self._download_slots:
                 self._changed(job, "downloading")
                 target = self._options.out_dir / job.filename

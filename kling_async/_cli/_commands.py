@@ -210,7 +210,9 @@ def _settle_hint(key: str, uploaded: VideoRequest | None = None) -> str:
 
 
 def _report_saved(args: argparse.Namespace, task: Task, path: Path) -> None:
-    url = task.snapshot.videos[0].url if task.snapshot and task.snapshot.videos else None
+    snapshot = task.snapshot
+    url = snapshot.videos[0].url if snapshot and snapshot.videos else None
+    cost = (snapshot.cost, snapshot.credits_cost) if snapshot else (None, None)
     if json_mode(args):
         emit(
             {
@@ -219,10 +221,13 @@ def _report_saved(args: argparse.Namespace, task: Task, path: Path) -> None:
                 "status": "completed",
                 "file": str(path),
                 "url": url,
+                "cost": cost[0],
+                "credits_cost": cost[1],
             }
         )
     else:
-        print(f"saved {task.id} to {path}")
+        billed = "" if cost == (None, None) else f" (cost {load_rich().describe_cost(*cost)})"
+        print(f"saved {task.id} to {path}{billed}")
 
 
 def status(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from .._models import TaskSnapshot
 from ._batch import BatchRun, Job
 
@@ -33,6 +35,8 @@ def job_record(job: Job, out_dir: Path) -> dict[str, Any]:
         "progress": job.progress,
         "file": str(out_dir / job.filename) if job.state == "done" else None,
         "error": job.error,
+        "cost": job.cost,
+        "credits_cost": job.credits_cost,
     }
 
 
@@ -50,16 +54,21 @@ def snapshot_record(snapshot: TaskSnapshot) -> dict[str, Any]:
         "error": None
         if snapshot.error is None
         else {"code": snapshot.error.code, "message": snapshot.error.message},
+        "cost": snapshot.cost,
+        "credits_cost": snapshot.credits_cost,
+        "extras": snapshot.extras,
     }
 
 
 def summary_record(run: BatchRun, out_dir: Path, journal: Path | None) -> dict[str, Any]:
     """The end of a batch as JSON: overall success, counts per state and every job."""
+    cost = run.cost()
     return {
         "event": "summary",
         "ok": run.ok,
         "interrupted": run.interrupted,
         "counts": {state: n for state, n in run.counts().items() if n},
+        "cost": None if cost is None else attrs.asdict(cost),
         "out_dir": str(out_dir),
         "journal": None if journal is None else str(journal),
         "jobs": [job_record(job, out_dir) for job in run.jobs],

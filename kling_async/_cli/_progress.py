@@ -35,6 +35,7 @@ __all__ = [
     "RichBatchDisplay",
     "TaskProgress",
     "batch_eta",
+    "describe_cost",
     "print_summary",
     "task_eta",
 ]
@@ -234,12 +235,25 @@ def print_summary(console: Console, run: BatchRun, out_dir: Path, journal: Path 
             console.file.write(f"{job.number}\t{job.state}\t{job.task_id or '-'}\t{detail}\n")
     counts = ", ".join(f"{n} {state}" for state, n in run.counts().items() if n)
     kept = f"journal {journal}" if journal else "no journal (in-process emulator)"
+    cost = run.cost()
+    billed = ""
+    if cost is not None:
+        spent = describe_cost(cost.cost, cost.credits_cost)
+        billed = f" Cost reported for {cost.lines} lines: {spent}."
     console.print(
-        f"{len(jobs)} lines: {counts}. Videos in {out_dir}, {kept}.",
+        f"{len(jobs)} lines: {counts}.{billed} Videos in {out_dir}, {kept}.",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
+
+
+def describe_cost(cost: float | None, credits_cost: float | None) -> str:
+    """A reported cost in words: "0.35 (35 credits)"."""
+    parts = [f"{cost:g}"] if cost is not None else []
+    if credits_cost is not None:
+        parts.append(f"({credits_cost:g} credits)" if parts else f"{credits_cost:g} credits")
+    return " ".join(parts)
 
 
 def _print_table(console: Console, jobs: list[Job]) -> None:

@@ -31,7 +31,7 @@ from ._faults import (
     still_connected,
     truncated_response,
 )
-from ._hostile import echo_key_in, garble, point_at
+from ._hostile import echo_key_in, garble, point_at, scramble
 from ._idempotency import HEADER as KEY_HEADER
 from ._idempotency import REPLAYED_HEADER, Remembered, fingerprint, key_error
 from ._state import EmulatorState, bearer_token
@@ -274,6 +274,8 @@ class _ApiHandlers:
                 data.pop(field, None)
         elif kind == "garbled":
             garble(data, state.rng)
+        elif kind == "garbage_fields":
+            scramble(data, state.rng)
         elif kind == "wrong_id":
             point_at(data, self._other_task_id(task.task_id))
         elif kind == "echo_key":

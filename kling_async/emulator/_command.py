@@ -105,6 +105,11 @@ _KNOBS: tuple[_Knob, ...] = (
     ),
     _Knob("progress_step", "size of a progress jump with --progress-shape steps", type=int),
     _Knob(
+        "cost_per_second",
+        "report cost (this x seconds of video, x1.5 in pro) and credits_cost on completed tasks",
+        default_text="no cost reported",
+    ),
+    _Knob(
         "fail_marker",
         "prompts containing this text end failed; '' disables",
         type=str,

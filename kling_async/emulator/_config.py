@@ -61,7 +61,9 @@ DEFAULT_FAULT_KINDS: tuple[str, ...] = (
     "truncated",
     "html",
 )
-STATUS_ONLY_KINDS: frozenset[str] = frozenset({"unknown_status", "garbled", "wrong_id"})
+STATUS_ONLY_KINDS: frozenset[str] = frozenset(
+    {"unknown_status", "garbled", "garbage_fields", "wrong_id"}
+)
 API_ONLY_KINDS: frozenset[str] = frozenset({"body_error", "echo_key"})
 FAULT_KINDS: frozenset[str] = frozenset(
     {*DEFAULT_FAULT_KINDS, "hang", *STATUS_ONLY_KINDS, *API_ONLY_KINDS}
@@ -198,6 +200,11 @@ class EmulatorConfig:
         default=25, validator=[_whole_number, attrs.validators.ge(1), attrs.validators.le(99)]
     )
     """Size of a "steps" jump: 25 reports 0/25/50/75."""
+    cost_per_second: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional([_finite, attrs.validators.ge(0.0)])
+    )
+    """When set, a completed task reports ``cost`` (this x its seconds of video, x1.5 in
+    pro) and ``credits_cost`` (100 credits per unit of cost); None reports neither."""
     fail_marker: str | None = attrs.field(default="[fail]", validator=_optional_text)
     """Prompts containing this end "failed"; None disables."""
     url_ttl: float = attrs.field(default=259200.0, validator=_positive)

@@ -16,8 +16,11 @@ How each kind reaches the wire:
                    on status, half the time instead a valid body echoing it in
                    ``progress``, the failed task's ``error.message`` and the result URL
 "unknown_status"   a valid status body whose status is ``"mystery"``
-"garbled"          a status body that cannot be read: "completed" with ``url: null``,
-                   ``progress: "abc"`` or ``estimated_time: "NaN"`` (one at random)
+"garbled"          a status body that cannot be read: "completed" with ``url: null``
+                   or with ``videos`` that are not a list (one at random)
+"garbage_fields"   a valid status body with junk in its optional fields
+                   (``progress: "abc"``, ``estimated_time: "NaN"``, ...) and unknown
+                   nested extras: a client must still deliver it
 "wrong_id"         a valid status body carrying another task's id
 =================  ==========================================================
 

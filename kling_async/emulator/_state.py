@@ -19,7 +19,7 @@ from ._faults import FaultBox
 from ._idempotency import IdempotencyStore
 from ._signing import UrlSigner
 from ._stats import SlidingWindow, Stats
-from ._tasks import DEFAULT_ERROR, Job, Script, estimate_for, new_task_id, progress_at
+from ._tasks import DEFAULT_ERROR, Job, Script, cost_units, estimate_for, new_task_id, progress_at
 from ._uploads import Upload, UploadStore
 
 __all__ = ["RESPONSE_VERSION", "EmulatorState", "bearer_token"]
@@ -245,6 +245,9 @@ class EmulatorState:
         if status == "completed":
             url, expires_at = self.result_url(task, now)
             data["result"] = {"videos": [{"url": [url], "expires_at": expires_at}]}
+            if config.cost_per_second is not None:
+                cost = round(config.cost_per_second * cost_units(task.request), 6)
+                data["cost"], data["credits_cost"] = cost, round(cost * 100, 4)
         elif status == "failed":
             data["error"] = dict(task.error or DEFAULT_ERROR)
         if config.quirks:

@@ -19,6 +19,7 @@ __all__ = [
     "Script",
     "Job",
     "TaskRecord",
+    "cost_units",
     "estimate_for",
     "new_task_id",
     "progress_at",
@@ -46,6 +47,13 @@ def estimate_for(base: float, mode: str, duration: int) -> float:
     5 s x1, 10 s x1.6, 15 s x2.2.
     """
     return base * _MODE_FACTOR.get(mode, 1.0) * (1.0 + _PER_SECOND * (duration - 5))
+
+
+def cost_units(body: dict[str, Any]) -> float:
+    """What a task bills, in seconds of std video: its duration, x1.5 in pro."""
+    duration = body.get("duration", 5)
+    seconds = duration if isinstance(duration, int | float) else 5
+    return seconds * _MODE_FACTOR.get(body.get("mode", "std"), 1.0)
 
 
 def progress_at(shape: str, fraction: float, step: int = 25) -> int:
