@@ -44,6 +44,8 @@ class Task:
         idempotency_key: str | None = None,
     ) -> None:
         self._poller = poller
+        #: The task id, known the moment the submit returns: keep it, and
+        #: ``session.task(id)`` re-attaches to the task from anywhere, later.
         self.id = task_id
         #: The request this handle submitted, local images replaced by their uploaded
         #: URLs (None for a re-attached handle).

@@ -236,6 +236,7 @@ class EmulatorProcess:
         return stats
 
     async def reset_stats(self) -> None:
+        """Zero the counters (``POST /_reset``); tasks, scripts and faults are kept."""
         await self.control("POST", "/_reset")
 
     async def record(self, task_id: str) -> dict[str, Any]:

@@ -36,11 +36,17 @@ __all__ = [
 ]
 
 ProgressShape = Literal["linear", "steps", "stuck", "eased"]
+"""How progress moves while a job is processing (`EmulatorConfig.progress_shape`)."""
 RunDistribution = Literal["lognormal", "uniform"]
+"""How a job's run time is drawn around its estimate (`EmulatorConfig.run_distribution`)."""
 ErrorStyle = Literal["code", "error_object", "success_false", "mixed"]
+"""The shape of error bodies (`EmulatorConfig.error_style`)."""
 Route = Literal["submit", "status", "upload", "storage", "any"]
+"""Which requests a `Fault` hits; "any" is the API's routes, not storage downloads."""
 When = Literal["before", "after"]
+"""Whether a `Fault` on submit or upload comes before or after the task or image is made."""
 Outcome = Literal["completed", "failed", "cancelled"]
+"""How a scripted job ends (`Script.outcome`)."""
 
 PROGRESS_SHAPES: tuple[str, ...] = ("linear", "steps", "stuck", "eased")
 RUN_DISTRIBUTIONS: tuple[str, ...] = ("lognormal", "uniform")
@@ -61,6 +67,7 @@ DEFAULT_FAULT_KINDS: tuple[str, ...] = (
     "truncated",
     "html",
 )
+"""The fault kinds random faults are drawn from unless `fault_kinds` says otherwise."""
 STATUS_ONLY_KINDS: frozenset[str] = frozenset(
     {"unknown_status", "garbled", "garbage_fields", "wrong_id"}
 )
@@ -68,6 +75,7 @@ API_ONLY_KINDS: frozenset[str] = frozenset({"body_error", "echo_key"})
 FAULT_KINDS: frozenset[str] = frozenset(
     {*DEFAULT_FAULT_KINDS, "hang", *STATUS_ONLY_KINDS, *API_ONLY_KINDS}
 )
+"""Every fault kind a `Fault` or `fault_kinds` may name."""
 
 REALISTIC: dict[str, Any] = {
     "queue_spread": 0.3,
