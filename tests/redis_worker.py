@@ -4,7 +4,9 @@
 
 It opens a :class:`KlingSession` (``redis`` null: none, polling on its own; ``lease_ttl``
 replaces the Redis lease's 3 s; ``rejoin_within`` waits up to that many seconds after the last
-wake for the session to share through Redis again before ``done``), prints a
+wake for the session to share through Redis again before ``done``; ``stalls``, ``{"longest":
+0.2, "every": 0.3, "seed": 1}``, blocks its event loop with ``time.sleep`` for up to
+``longest`` seconds at random moments, ``every`` seconds apart on average), prints a
 ``ready`` line, reads one line of task ids (a JSON list) from stdin, re-attaches to each
 with ``session.task(id)`` and awaits them all. Every line it prints is JSON on stdout:
 
@@ -29,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -44,6 +47,14 @@ def say(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
+async def stall(longest: float, every: float, seed: int) -> None:
+    """Block the event loop now and then, as a busy process's own work would."""
+    rng = random.Random(seed)
+    while True:
+        await asyncio.sleep(rng.uniform(0, 2 * every))
+        time.sleep(rng.uniform(0, longest))  # noqa: ASYNC251 (the point: block the loop)
+
+
 async def main(config: dict[str, Any]) -> None:
     if "lease_ttl" in config:  # a test on a compressed clock compresses the lease with it
         from kling_async import _redis
@@ -57,6 +68,11 @@ async def main(config: dict[str, Any]) -> None:
         redis=config.get("redis"),
     )
     async with session:
+        stalls = config.get("stalls")
+        staller = None
+        if stalls is not None:  # each worker of a test stalls at moments of its own
+            seed = stalls["seed"] + config.get("worker", 0)
+            staller = asyncio.ensure_future(stall(stalls["longest"], stalls["every"], seed))
         say("ready", pid=os.getpid())
         ids: list[str] = json.loads(await asyncio.to_thread(sys.stdin.readline))
 
@@ -76,6 +92,8 @@ async def main(config: dict[str, Any]) -> None:
         reporter = asyncio.ensure_future(report())
         await asyncio.gather(*(one(task_id) for task_id in ids))
         reporter.cancel()
+        if staller is not None:
+            staller.cancel()
         for _ in range(int(config.get("rejoin_within", 0.0) / 0.05)):
             if session.poll_stats().shared:  # the last wake can come before Redis is probed
                 break
