@@ -6,7 +6,8 @@ It opens a :class:`KlingSession` (``redis`` null: none, polling on its own; ``le
 replaces the Redis lease's 3 s; ``rejoin_within`` waits up to that many seconds after the last
 wake for the session to share through Redis again before ``done``; ``stalls``, ``{"longest":
 0.2, "every": 0.3, "seed": 1}``, blocks its event loop with ``time.sleep`` for up to
-``longest`` seconds at random moments, ``every`` seconds apart on average), prints a
+``longest`` seconds at random moments, ``every`` seconds apart on average; ``submit``, a
+number, submits that many tasks at once while it waits), prints a
 ``ready`` line, reads one line of task ids (a JSON list) from stdin, re-attaches to each
 with ``session.task(id)`` and awaits them all. Every line it prints is JSON on stdout:
 
@@ -14,6 +15,7 @@ with ``session.task(id)`` and awaits them all. Every line it prints is JSON on s
     {"event": "woke", "id": "task_...", "at": <unix time>}
     {"event": "woke", "id": "task_...", "at": <unix time>, "error": "TaskTimeoutError: ..."}
     {"event": "sent", "status_requests": 97}        (every 0.25 s while waiting)
+    {"event": "submitted", "ids": ["task_...", ...]}  (with ``submit``)
     {"event": "done", "status_requests": 412, "degraded": false}
 
 so the parent can tell when each task woke this process, which process does the checking
@@ -40,7 +42,7 @@ from typing import Any
 
 import attrs
 
-from kling_async import KlingSession, PollPolicy, RetryPolicy
+from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
 
 
 def say(event: str, **fields: Any) -> None:
@@ -89,8 +91,18 @@ async def main(config: dict[str, Any]) -> None:
                 await asyncio.sleep(0.25)
                 say("sent", status_requests=session.poll_stats().status_requests)
 
+        async def submit(count: int) -> None:
+            """Submit ``count`` tasks at once, as a service does while it waits on others:
+            with slow submit answers they hold the transport's slots, and status checks
+            wait for one."""
+            label = f"worker {config.get('worker', 0)} extra"
+            tasks = [session.submit(TextToVideo(f"{label} {i}")) for i in range(count)]
+            submitted = await asyncio.gather(*tasks)
+            say("submitted", ids=[task.id for task in submitted])
+
         reporter = asyncio.ensure_future(report())
-        await asyncio.gather(*(one(task_id) for task_id in ids))
+        extra = [submit(config["submit"])] if config.get("submit") else []
+        await asyncio.gather(*(one(task_id) for task_id in ids), *extra)
         reporter.cancel()
         if staller is not None:
             staller.cancel()
@@ -119,6 +131,7 @@ class Worker:
         self.woke: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.sent = 0
+        self.submitted: list[str] = []
         self.done: dict[str, Any] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -151,6 +164,8 @@ class Worker:
                 self.woke[message["id"]] = message["at"]
             elif event == "sent":
                 self.sent = message["status_requests"]
+            elif event == "submitted":
+                self.submitted = message["ids"]
             elif event == "done":
                 self.done = message
 

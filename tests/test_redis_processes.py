@@ -93,10 +93,12 @@ async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     raise AssertionError(f"not within {timeout} s")
 
 
-def emulator(scale: float = SCALE, seed: int = 12) -> EmulatorProcess:
+def emulator(scale: float = SCALE, seed: int = 12, slow: float = 0.5) -> EmulatorProcess:
     """An emulator in its own process on a clock ``scale`` times faster, no failures
-    scripted."""
-    return EmulatorProcess(f"--time-scale={scale}", f"--seed={seed}", "--fail-marker=")
+    scripted (a ``slow`` fault answers after ``slow`` seconds)."""
+    return EmulatorProcess(
+        f"--time-scale={scale}", f"--seed={seed}", "--fail-marker=", f"--slow-delay={slow}"
+    )
 
 
 async def test_four_processes_check_each_task_as_often_as_one(redis_server, tmp_path):
@@ -123,42 +125,66 @@ async def test_four_processes_check_each_task_as_often_as_one(redis_server, tmp_
     assert peak >= 0.5 * cap  # the processes did press on the cap: it was tested
 
 
-STALLS = {"longest": 0.3, "every": 0.25, "seed": 7}
-"""Event-loop stalls of up to 300 ms, about every 250 ms: grants that leave late."""
+STALLS = {"longest": 0.2, "every": 0.25, "seed": 7}
+"""Event-loop stalls of up to 200 ms, about every 250 ms."""
+EXTRA = 48
+"""Tasks a stalling worker submits at once while it waits: their answers slowed to 0.4 s
+(the emulator's ``slow`` fault), they hold every transport slot and status checks queue."""
 
 
-async def test_one_process_holds_the_cap_through_event_loop_stalls(tmp_path):
-    """One process whose event loop blocks for up to 300 ms at random moments never sends
-    more than the cap in any 1 s window as the server counts them: a request is stamped when
-    it leaves, not when it was granted."""
+async def busy(emu: EmulatorProcess, group: list[Worker]) -> None:
+    """Slow the answers to the next submits, the ones the workers make while they wait."""
+    fault = {"kind": "slow", "route": "submit", "times": EXTRA * len(group)}
+    await emu.control("POST", "/_faults", fault)
+
+
+def submitted_once(stats: dict[str, Any], group: list[Worker]) -> bool:
+    """Every submit the workers made created one task (none twice, none lost)."""
+    ids = [task_id for worker in group for task_id in worker.submitted]
+    keys = stats["tasks_by_key"].values()
+    return len(ids) == len(set(ids)) == EXTRA * len(group) and all(len(k) == 1 for k in keys)
+
+
+async def test_one_process_holds_the_cap_through_stalls_and_queued_sends(tmp_path):
+    """One process whose event loop blocks for up to 200 ms at random moments, and whose
+    status checks wait for a transport slot behind slow submits, never sends more than the
+    cap in any 1 s window as the server counts them: a request is stamped when it leaves,
+    not when it was granted."""
     tasks, cap = 200, 100
-    async with emulator(seed=15) as emu:
-        config = {"poll": scaled_poll(SCALE, cap), "stalls": STALLS}
+    async with emulator(seed=15, slow=0.4) as emu:
+        config = {"poll": scaled_poll(SCALE, cap), "stalls": STALLS, "submit": EXTRA}
         async with workers(1, emu, None, tmp_path, **config) as alone:
             ids = await submit(emu, tasks, "stalled")
+            await busy(emu, alone)
             await await_all(alone, ids)
-            peak = (await emu.stats())["max_status_per_second"]
+            stats = await emu.stats()
     assert finished_everything(alone, ids), alone[0].stderr()
-    print(f"one process with loop stalls: peak {peak}/s for a cap of {cap}")
+    assert submitted_once(stats, alone)
+    peak = stats["max_status_per_second"]
+    print(f"one process, stalls and queued sends: peak {peak}/s for a cap of {cap}")
     assert peak <= cap
     assert peak >= 0.5 * cap  # the cap did bind: it was tested
 
 
-async def test_processes_sharing_redis_hold_the_cap_through_event_loop_stalls(
+async def test_processes_sharing_redis_hold_the_cap_through_stalls_and_queued_sends(
     redis_server, tmp_path
 ):
     """Three processes sharing a Redis budget, each stalling its event loop at random
-    moments, never send more than the shared cap in any 1 s window together: a token
-    Redis granted is used within its life or granted again, never sent late."""
+    moments and queueing its status checks behind slow submits, never send more than the
+    shared cap in any 1 s window together: a token Redis granted leaves within its life or
+    is granted again, never sent late."""
     tasks, cap = 200, 100
-    async with emulator(seed=16) as emu:
-        config = {"poll": scaled_poll(SCALE, cap), "stalls": STALLS}
+    async with emulator(seed=16, slow=0.4) as emu:
+        config = {"poll": scaled_poll(SCALE, cap), "stalls": STALLS, "submit": EXTRA}
         async with workers(3, emu, redis_server.url, tmp_path, **config) as three:
             ids = await submit(emu, tasks, "stalled together")
+            await busy(emu, three)
             await await_all(three, ids)
-            peak = (await emu.stats())["max_status_per_second"]
+            stats = await emu.stats()
     assert finished_everything(three, ids), [w.stderr() for w in three]
-    print(f"three processes with loop stalls: peak {peak}/s for a shared cap of {cap}")
+    assert submitted_once(stats, three)
+    peak = stats["max_status_per_second"]
+    print(f"three processes, stalls and queued sends: peak {peak}/s for a shared cap of {cap}")
     assert peak <= cap
     assert peak >= 0.5 * cap
 
