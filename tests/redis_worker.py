@@ -14,9 +14,9 @@ with ``session.task(id)`` and awaits them all. Every line it prints is JSON on s
     {"event": "ready", "pid": 1234}
     {"event": "woke", "id": "task_...", "at": <unix time>}
     {"event": "woke", "id": "task_...", "at": <unix time>, "error": "TaskTimeoutError: ..."}
-    {"event": "sent", "status_requests": 97}        (every 0.25 s while waiting)
+    {"event": "sent", "status_requests": 97, "alone": false, "fallbacks": 0}   (every 0.25 s)
     {"event": "submitted", "ids": ["task_...", ...]}  (with ``submit``)
-    {"event": "done", "status_requests": 412, "degraded": false}
+    {"event": "done", "status_requests": 412, "degraded": false, "alone": false, ...}
 
 so the parent can tell when each task woke this process, which process does the checking
 (the one holding the leases), and kill it mid-wait.
@@ -89,7 +89,16 @@ async def main(config: dict[str, Any]) -> None:
         async def report() -> None:
             while True:
                 await asyncio.sleep(0.25)
-                say("sent", status_requests=session.poll_stats().status_requests)
+                say("sent", status_requests=session.poll_stats().status_requests, **budget())
+
+        def budget() -> dict[str, Any]:
+            """Whether the budget keeps this process's share now, and how often it fell back
+            to it because Redis's grants came too late (a test's look inside)."""
+            shared = session._coordinator.budget
+            return {
+                "alone": getattr(shared, "alone", False),
+                "fallbacks": getattr(shared, "fallbacks", 0),
+            }
 
         async def submit(count: int) -> None:
             """Submit ``count`` tasks at once, as a service does while it waits on others:
@@ -111,7 +120,7 @@ async def main(config: dict[str, Any]) -> None:
                 break
             await asyncio.sleep(0.05)
         stats = session.poll_stats()
-        say("done", status_requests=stats.status_requests, degraded=not stats.shared)
+        say("done", status_requests=stats.status_requests, degraded=not stats.shared, **budget())
 
 
 # -- the parent's side: starting workers and reading what they report -----------------------
@@ -132,6 +141,8 @@ class Worker:
         self.errors: dict[str, str] = {}
         self.sent = 0
         self.submitted: list[str] = []
+        self.reports: list[dict[str, Any]] = []
+        """Every periodic report (``sent``, with the budget's ``alone`` and ``fallbacks``)."""
         self.done: dict[str, Any] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -164,6 +175,7 @@ class Worker:
                 self.woke[message["id"]] = message["at"]
             elif event == "sent":
                 self.sent = message["status_requests"]
+                self.reports.append(message)
             elif event == "submitted":
                 self.submitted = message["ids"]
             elif event == "done":
