@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 __all__ = ["SEND_JITTER", "WINDOW", "RateLimiter", "StaleGrant", "Ticket"]
 
-SEND_JITTER = 0.03
+SEND_JITTER = 0.05
 """Seconds by which the delays from a request's stamp to the server's count of it may
 differ (measured spread: ``benchmarks/budget.py``): the margin of the sliding window."""
 WINDOW = 1.0 + SEND_JITTER
