@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -38,7 +38,7 @@ from ._exceptions import (
     TaskNotFoundError,
 )
 from ._redact import Redactor
-from ._transport import Transport
+from ._transport import Transport, pass_send_gate, send_gate
 
 __all__ = ["ApiClient", "Reply", "error_from_response", "parse_retry_after"]
 
@@ -216,8 +216,14 @@ class ApiClient:
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
         paid: bool = False,
+        gate: Callable[[], None] | None = None,
     ) -> Reply:
-        """One API call: the decoded answer, or the SDK error it stands for."""
+        """One API call: the decoded answer, or the SDK error it stands for.
+
+        ``gate`` is called as the request leaves (see ``_transport.send_gate``): by the
+        transport once it has a connection slot if it says it does
+        (``passes_send_gate``), else here, just before the transport is called.
+        """
         if self.closing:
             raise SessionClosedError("the session is closing; nothing new is sent")
         url = self._config.base_url + path
@@ -235,14 +241,17 @@ class ApiClient:
             self._paid.add(task)
         sent = time.monotonic()
         try:
-            raw = await self.transport.send(
-                method,
-                url,
-                headers=sent_headers,
-                body=body,
-                timeout=self._config.request_timeout,
-                max_bytes=MAX_JSON_BYTES,
-            )
+            with send_gate(gate):
+                if not getattr(self.transport, "passes_send_gate", False):
+                    pass_send_gate()
+                raw = await self.transport.send(
+                    method,
+                    url,
+                    headers=sent_headers,
+                    body=body,
+                    timeout=self._config.request_timeout,
+                    max_bytes=MAX_JSON_BYTES,
+                )
         except NetworkError as exc:
             if exc.sent:
                 raise

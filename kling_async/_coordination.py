@@ -23,7 +23,7 @@ from typing import Protocol
 import attrs
 
 from ._models import TaskSnapshot
-from ._ratelimit import RateLimiter
+from ._ratelimit import RateLimiter, Ticket
 
 __all__ = ["Budget", "Coordinator", "CoordinatorSink", "LocalCoordinator", "Sighting"]
 
@@ -41,8 +41,13 @@ class Sighting:
 class Budget(Protocol):
     """The status requests a session may send (see :class:`RateLimiter`)."""
 
-    def reserve(self, now: float) -> float:
-        """Take a send slot at ``now`` (0.0) or say how many seconds until one frees."""
+    def reserve(self, now: float) -> Ticket | float:
+        """A ticket for one send, granted at ``now``, or the seconds until one frees.
+
+        The ticket holds the place until the request leaves: its ``send`` (passed as the
+        request's ``gate``) stamps that moment, or raises ``StaleGrant`` if the grant can no
+        longer be used; ``cancel`` frees a place never sent.
+        """
 
     def rate(self, now: float) -> float:
         """Requests per second allowed at ``now``."""

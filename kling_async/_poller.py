@@ -44,6 +44,7 @@ from ._exceptions import (
 )
 from ._forecast import Forecaster, TaskForecast
 from ._models import TaskSnapshot
+from ._ratelimit import StaleGrant, Ticket
 from ._retry import full_jitter_delay, is_transient
 from ._schedule import Plan
 from ._waiting import wait_event
@@ -333,15 +334,19 @@ class Poller:
             mine = bool(watch.fetches) or (
                 (watch.looked or not coordinator.shared_now) and coordinator.may_check(task_id)
             )
+            ticket: Ticket | None = None
             if mine:
-                wait = self._budget.reserve(now)
-                if wait > 0:
-                    return wait
+                grant = self._budget.reserve(now)
+                if isinstance(grant, float):
+                    return grant
+                ticket = grant
             heapq.heappop(ready)
             watch.seq = -1
             self._in_flight.add(task_id)
             # Another process checks this task: read what it saw instead (no request).
-            check = loop.create_task(self._check(task_id) if mine else self._follow(task_id))
+            check = loop.create_task(
+                self._follow(task_id) if ticket is None else self._check(task_id, ticket)
+            )
             self._checks.add(check)
             check.add_done_callback(self._check_done)
         return self._next_due(now)
@@ -358,23 +363,34 @@ class Poller:
 
     # -- one status check ----------------------------------------------------------------
 
-    async def _check(self, task_id: str) -> None:
+    async def _check(self, task_id: str, ticket: Ticket) -> None:
+        """One status request, sent on ``ticket``: the budget stamps the moment it leaves
+        (the ticket is the request's gate), and a grant that went stale on the way is
+        granted again from the heap, never sent late."""
         loop = asyncio.get_running_loop()
-        self.requests_sent += 1
-        sent = loop.time()
-        outcome: TaskSnapshot | BaseException
+        outcome: TaskSnapshot | BaseException | None
         try:
-            reply = await self._client.call("GET", task_path(task_id))
+            reply = await self._client.call("GET", task_path(task_id), gate=ticket.send)
             outcome = parse_snapshot(reply.payload, task_id)
+        except StaleGrant:
+            outcome = None  # not sent
         except Exception as exc:
             outcome = exc
         finally:
+            ticket.cancel()  # nothing if it was sent
             self._in_flight.discard(task_id)
+        sent = ticket.sent_at
+        if sent is not None:
+            self.requests_sent += 1
         watch = self._entries.get(task_id)  # the registration now, which may be newer
         if watch is None:
             return
+        if outcome is None:  # never left: due again at once, in its place
+            self._schedule(watch, 0.0, FETCH_PRIORITY if watch.fetches else watch.boost)
+            return
         try:
-            self._settle(watch, outcome, sent, loop.time())
+            received = loop.time()
+            self._settle(watch, outcome, received if sent is None else sent, received)
         except Exception as exc:  # a bug must not kill the poller or strand waiters
             logger.exception("unexpected error handling the status of %s", task_id)
             self._fail(watch, KlingError(f"unexpected error: {type(exc).__name__}"))

@@ -41,7 +41,7 @@ from ._config import PollPolicy
 from ._convert import converter, parse_snapshot
 from ._coordination import Budget, CoordinatorSink, Sighting
 from ._exceptions import KlingError
-from ._ratelimit import RateLimiter
+from ._ratelimit import SEND_JITTER, RateLimiter, Ticket
 from ._waiting import stop_if_cancelled, wait_event
 
 __all__ = ["LEASE_TTL", "RedisCoordinator", "namespace"]
@@ -53,35 +53,53 @@ LEASE_TTL = 3.0
 SNAPSHOT_TTL = 3600.0
 """Seconds a shared snapshot is kept after its last update."""
 LESSON_TTL = 86400.0
-WINDOW = 1.1
-"""The budget's sliding window: 1 s plus the margin the local limiter keeps too."""
-GRANT_LIFE = 0.1
-"""Seconds a granted budget token may wait before it is sent (else it is dropped)."""
+GRANT_LIFE = 0.05
+"""Seconds from sending a budget request (``_TAKE``) to Redis until the tokens it grants
+must have left: Redis stamps them somewhere in between, so a request sent within this
+life leaves at most this long after its stamp. A Redis slower than this to answer grants
+nothing usable: the budget then keeps this process's share (see :class:`_SharedBudget`)."""
+WINDOW = 1.0 + GRANT_LIFE + SEND_JITTER
+"""The shared budget's sliding window on Redis's clock: 1 s, the life of a grant and the
+spread of delays to the server (``_ratelimit``)."""
 PEERS_TTL = 10.0
 RETRY_AFTER_ERROR = 1.0
-"""Seconds between attempts to reach Redis again after it failed."""
+"""Seconds between attempts to reach Redis again after it failed (or answered too slowly)."""
+SEQ_TTL = 3600.0
+"""Seconds the budget's grant counter outlives its last use: it only grows, so a counter
+that went back says the budget's window was lost (``FLUSHALL``, a restart)."""
 
 _TAKE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local window, limit, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - window)
+local seq = redis.call('INCRBY', KEYS[2], 0)
+for i = 5, #ARGV do
+  local at = t - tonumber(ARGV[i])
+  if at > t - window then
+    seq = redis.call('INCR', KEYS[2])
+    redis.call('ZADD', KEYS[1], at, 'b' .. seq)
+  end
+end
 local used = redis.call('ZCARD', KEYS[1])
 local grant = math.min(want, limit - used)
+local answer = grant
 if grant <= 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return -math.max(1, tonumber(oldest[2]) + window - t)
-end
-local seq = redis.call('INCRBY', KEYS[2], grant)
-for i = 1, grant do
-  redis.call('ZADD', KEYS[1], t, tostring(seq - i))
+  local frees = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
+  answer = -math.max(1, tonumber(frees[2]) + window - t)
+else
+  seq = redis.call('INCRBY', KEYS[2], grant)
+  for i = 1, grant do
+    redis.call('ZADD', KEYS[1], t, tostring(seq - i))
+  end
 end
 redis.call('PEXPIRE', KEYS[1], window * 2)
-redis.call('PEXPIRE', KEYS[2], window * 2)
-return grant
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {answer, seq}
 """
-"""Grant up to ``want`` sends now so that no ``window`` ms hold more than ``limit``;
-else the ms until one frees (negative). Each grant is stamped on Redis's clock."""
+"""Grant up to ``want`` sends now so that no ``window`` ms hold more than ``limit`` (or
+the -ms until one frees), and the grant counter. Grants are stamped on Redis's clock;
+``ARGV[5:]`` are sends of this process that Redis does not know (ms ago), counted first."""
 
 _RENEW = """
 local renewed = {}
@@ -125,19 +143,43 @@ class _SharedBudget:
     """The API key's budget: tokens granted by Redis in small batches, spent locally.
 
     A local :class:`RateLimiter` keeps this process's own pace (and its cut after a 429);
-    Redis caps the sum over every process. While Redis is out of reach, the local one
-    alone holds, at the cap divided among the processes last seen.
+    Redis caps the sum over every process. A token is used within ``GRANT_LIFE`` of the
+    moment it was asked for, or not at all. This process keeps to its *share* (the cap
+    divided among the processes last seen, on the local limiter alone) while Redis is out
+    of reach, and for ``RETRY_AFTER_ERROR`` after Redis answered, or this process's loop
+    sent, too slowly for a grant to stay usable. Back on shared tokens, its first request
+    to Redis carries the sends it made on its own, and after the budget's window was lost
+    (``FLUSHALL``, a restart: the grant counter went back) every process's next one carries
+    its recent sends, so the shared window counts them.
     """
 
-    __slots__ = ("_coordinator", "_granted", "_local", "_refill", "_tokens", "_wait_until")
+    __slots__ = (
+        "_alone",
+        "_backfill",
+        "_coordinator",
+        "_expires",
+        "_local",
+        "_refill",
+        "_retry_at",
+        "_seq",
+        "_tokens",
+        "_wait_until",
+        "fallbacks",
+    )
 
     def __init__(self, coordinator: RedisCoordinator, rate: float) -> None:
         self._coordinator = coordinator
         self._local = RateLimiter(rate)
         self._tokens = 0
-        self._granted = -math.inf
+        self._expires = -math.inf
         self._wait_until = 0.0
         self._refill: asyncio.Task[None] | None = None
+        self._alone = False
+        self._retry_at = 0.0
+        self._backfill = False
+        self._seq = 0
+        self.fallbacks = 0
+        """Times this budget fell back to its share because grants came too late."""
 
     def rate(self, now: float) -> float:
         return self._local.rate(now)
@@ -148,35 +190,87 @@ class _SharedBudget:
     def relieved(self, sent: float) -> None:
         self._local.relieved(sent)
 
-    def reserve(self, now: float) -> float:
-        coordinator = self._coordinator
-        if coordinator.degraded:
-            share = max(1, coordinator.peers)
-            self._local.max_rate = coordinator.max_rate / share
-            return self._local.reserve(now)
-        self._local.max_rate = coordinator.max_rate
-        if self._tokens and now - self._granted > GRANT_LIFE:
-            self._tokens = 0  # stale: the window counted them long ago
-        if not self._tokens:
-            if self._refill is None or self._refill.done():
-                want = max(1, math.ceil(self._local.rate(now) * GRANT_LIFE / 2))
-                self._refill = asyncio.get_running_loop().create_task(self._take(want))
-            return max(0.002, self._wait_until - now)
-        wait = self._local.reserve(now)
-        if wait == 0:
-            self._tokens -= 1
-        return wait
+    @property
+    def alone(self) -> bool:
+        """True while this process keeps to its share instead of shared tokens."""
+        return self._alone or self._coordinator.degraded
 
-    async def _take(self, want: int) -> None:
+    def reserve(self, now: float) -> Ticket | float:
+        coordinator = self._coordinator
+        local = self._local
+        if self.alone:
+            self._backfill = True
+            if not coordinator.degraded and now >= self._retry_at and not self._refilling:
+                self._start_refill(now)  # try shared tokens again, meanwhile keep the share
+            local.max_rate = coordinator.max_rate / max(1, coordinator.peers)
+            return local.reserve(now)
+        local.max_rate = coordinator.max_rate
+        if self._tokens and now > self._expires:
+            self._tokens = 0  # too late to send them: Redis's window counted them long ago
+        if not self._tokens:
+            if not self._refilling:
+                self._start_refill(now)
+            return max(GRANT_LIFE, self._wait_until - now)  # the answer wakes the poller
+        ticket = local.reserve(now)
+        if isinstance(ticket, float):
+            return ticket
+        self._tokens -= 1
+        ticket.expires, ticket.renew = self._expires, self.renew
+        return ticket
+
+    def renew(self, now: float) -> float | None:
+        """A ticket's token expired before it could leave: a fresh token's expiry, or None
+        (and this process keeps to its share for a while: its loop is too slow for them)."""
+        if not self._alone and self._tokens and now <= self._expires:
+            self._tokens -= 1
+            return self._expires
+        self._fall_back(now)
+        return None
+
+    @property
+    def _refilling(self) -> bool:
+        return self._refill is not None and not self._refill.done()
+
+    def _start_refill(self, now: float) -> None:
+        want = max(1, math.ceil(self._local.rate(now) * GRANT_LIFE / 2))
+        sent = self._local.recent(now, WINDOW) if self._backfill else []
+        self._refill = asyncio.get_running_loop().create_task(self._take(want, sent))
+
+    def _fall_back(self, now: float) -> None:
+        if not self._alone:
+            self._alone = True
+            self.fallbacks += 1
+            logger.info("Redis budget grants arrive too late: keeping this process's share")
+        self._tokens = 0
+        self._retry_at = now + RETRY_AFTER_ERROR
+
+    async def _take(self, want: int, sent: list[float]) -> None:
         coordinator = self._coordinator
         loop = asyncio.get_running_loop()
-        got = await coordinator.take_budget(want)
+        asked = loop.time()
+        answer = await coordinator.take_budget(want, sent)
         now = loop.time()
-        if got > 0:
-            self._tokens, self._granted = got, now
-        else:
-            self._wait_until = now + (-got / 1000 if got < 0 else RETRY_AFTER_ERROR)
-        coordinator.wake_poller()
+        try:
+            if answer is None:  # Redis failed: the coordinator is degraded now
+                self._wait_until = now + RETRY_AFTER_ERROR
+                return
+            got, seq = answer
+            lost, self._seq = seq < self._seq, seq
+            if now - asked > GRANT_LIFE:
+                self._fall_back(now)  # every token it granted is already too old
+                return
+            if sent:
+                self._backfill = False
+            elif lost:
+                self._backfill = True  # ask again, this time with what was lost
+                return
+            self._alone = False
+            if got > 0:
+                self._tokens, self._expires = got, asked + GRANT_LIFE
+            else:
+                self._wait_until = now - got / 1000
+        finally:
+            coordinator.wake_poller()
 
     async def close(self) -> None:
         if self._refill is not None and not self._refill.done():
@@ -302,17 +396,25 @@ class RedisCoordinator:
             loop.create_task(self._listen(), name="kling_async-redis-events"),
         ]
 
-    async def take_budget(self, want: int) -> int:
-        """Up to ``want`` sends granted now (> 0), or -ms until one frees (< 0), or 0."""
+    async def take_budget(self, want: int, sent: list[float]) -> tuple[int, int] | None:
+        """Up to ``want`` sends granted now (> 0) or -ms until one frees (<= 0), and the
+        budget's grant counter; ``sent`` are this process's sends Redis does not know
+        (seconds ago). None if Redis failed."""
         try:
-            got = await self._take(
+            got, seq = await self._take(
                 keys=[self._key("budget"), self._key("budget-seq")],
-                args=[int(WINDOW * 1000), max(1, math.floor(self.max_rate)), want],
+                args=[
+                    int(WINDOW * 1000),
+                    max(1, math.floor(self.max_rate)),
+                    want,
+                    int(SEQ_TTL * 1000),
+                    *(math.ceil(age * 1000) for age in sent),
+                ],
             )
         except RedisError as exc:
             self._lost(exc)
-            return 0
-        return int(got)
+            return None
+        return int(got), int(seq)
 
     async def _maintain(self) -> None:
         """Every third of a lease's life (or when woken): flush what to share, renew and

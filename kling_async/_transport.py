@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -34,7 +35,36 @@ __all__ = [
     "RawResponse",
     "Transport",
     "map_exception",
+    "pass_send_gate",
+    "send_gate",
 ]
+
+_gate: ContextVar[Callable[[], None] | None] = ContextVar("kling_async_send_gate", default=None)
+
+
+@contextlib.contextmanager
+def send_gate(gate: Callable[[], None] | None) -> Iterator[None]:
+    """Within this block, the request being sent must pass ``gate`` as it leaves.
+
+    The gate is the poller's rate-budget ticket (``_ratelimit``): it stamps the moment the
+    request really leaves, or raises ``StaleGrant`` if its grant can no longer be used (the
+    request is then not sent). A context variable, not a parameter, so that the
+    :class:`Transport` protocol users implement stays as it is.
+    """
+    token = _gate.set(gate)
+    try:
+        yield
+    finally:
+        _gate.reset(token)
+
+
+def pass_send_gate() -> None:
+    """Pass the current request's gate (if any), once: a transport calls it at the last
+    moment before the request goes to the network, after any wait of its own."""
+    gate = _gate.get()
+    if gate is not None:
+        _gate.set(None)
+        gate()
 
 
 def _headers(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
@@ -171,10 +201,15 @@ class AiohttpTransport:
 
     Requests wait for one of ``limit`` slots *before* aiohttp sees them, so they never
     queue in aiohttp's pool, whose waiting counts against the request timeout: a submit
-    that timed out there was never sent, yet would look ambiguous.
+    that timed out there was never sent, yet would look ambiguous. The send gate
+    (:func:`send_gate`) is passed once a slot is held: from there to the socket, a request
+    on a pooled connection never waits on the event loop.
     """
 
     __slots__ = ("_closed", "_http", "_limit", "_slots")
+
+    passes_send_gate = True
+    """It calls :func:`pass_send_gate` itself (so the caller need not, before its waits)."""
 
     def __init__(self, limit: int = 24) -> None:
         self._http: aiohttp.ClientSession | None = None
@@ -210,6 +245,7 @@ class AiohttpTransport:
         limits = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout / 2)
         async with self._slots:
             http = self._session()
+            pass_send_gate()
             try:
                 async with http.request(
                     method,

@@ -75,9 +75,14 @@ class RedisServer:
             self.process.wait(timeout=10)
             self.process = None
 
+    def command(self, *words: str) -> bytes:
+        """Send one command (its words without spaces) and return the first line of the
+        answer: ``command("SCRIPT", "FLUSH")``."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(" ".join(words).encode() + b"\r\n")
+            return sock.recv(256).split(b"\r\n", 1)[0]
+
     def flush(self) -> None:
         """Empty every database (``FLUSHALL``)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"FLUSHALL\r\n")
-            if not sock.recv(16).startswith(b"+OK"):
-                raise RuntimeError("FLUSHALL failed")
+        if self.command("FLUSHALL") != b"+OK":
+            raise RuntimeError("FLUSHALL failed")

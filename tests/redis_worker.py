@@ -4,15 +4,19 @@
 
 It opens a :class:`KlingSession` (``redis`` null: none, polling on its own; ``lease_ttl``
 replaces the Redis lease's 3 s; ``rejoin_within`` waits up to that many seconds after the last
-wake for the session to share through Redis again before ``done``), prints a
+wake for the session to share through Redis again before ``done``; ``stalls``, ``{"longest":
+0.2, "every": 0.3, "seed": 1}``, blocks its event loop with ``time.sleep`` for up to
+``longest`` seconds at random moments, ``every`` seconds apart on average; ``submit``, a
+number, submits that many tasks at once while it waits), prints a
 ``ready`` line, reads one line of task ids (a JSON list) from stdin, re-attaches to each
 with ``session.task(id)`` and awaits them all. Every line it prints is JSON on stdout:
 
     {"event": "ready", "pid": 1234}
     {"event": "woke", "id": "task_...", "at": <unix time>}
     {"event": "woke", "id": "task_...", "at": <unix time>, "error": "TaskTimeoutError: ..."}
-    {"event": "sent", "status_requests": 97}        (every 0.25 s while waiting)
-    {"event": "done", "status_requests": 412, "degraded": false}
+    {"event": "sent", "status_requests": 97, "alone": false, "fallbacks": 0}   (every 0.25 s)
+    {"event": "submitted", "ids": ["task_...", ...]}  (with ``submit``)
+    {"event": "done", "status_requests": 412, "degraded": false, "alone": false, ...}
 
 so the parent can tell when each task woke this process, which process does the checking
 (the one holding the leases), and kill it mid-wait.
@@ -29,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -37,11 +42,19 @@ from typing import Any
 
 import attrs
 
-from kling_async import KlingSession, PollPolicy, RetryPolicy
+from kling_async import KlingSession, PollPolicy, RetryPolicy, TextToVideo
 
 
 def say(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
+
+
+async def stall(longest: float, every: float, seed: int) -> None:
+    """Block the event loop now and then, as a busy process's own work would."""
+    rng = random.Random(seed)
+    while True:
+        await asyncio.sleep(rng.uniform(0, 2 * every))
+        time.sleep(rng.uniform(0, longest))  # noqa: ASYNC251 (the point: block the loop)
 
 
 async def main(config: dict[str, Any]) -> None:
@@ -57,6 +70,11 @@ async def main(config: dict[str, Any]) -> None:
         redis=config.get("redis"),
     )
     async with session:
+        stalls = config.get("stalls")
+        staller = None
+        if stalls is not None:  # each worker of a test stalls at moments of its own
+            seed = stalls["seed"] + config.get("worker", 0)
+            staller = asyncio.ensure_future(stall(stalls["longest"], stalls["every"], seed))
         say("ready", pid=os.getpid())
         ids: list[str] = json.loads(await asyncio.to_thread(sys.stdin.readline))
 
@@ -71,17 +89,38 @@ async def main(config: dict[str, Any]) -> None:
         async def report() -> None:
             while True:
                 await asyncio.sleep(0.25)
-                say("sent", status_requests=session.poll_stats().status_requests)
+                say("sent", status_requests=session.poll_stats().status_requests, **budget())
+
+        def budget() -> dict[str, Any]:
+            """Whether the budget keeps this process's share now, and how often it fell back
+            to it because Redis's grants came too late (a test's look inside)."""
+            shared = session._coordinator.budget
+            return {
+                "alone": getattr(shared, "alone", False),
+                "fallbacks": getattr(shared, "fallbacks", 0),
+            }
+
+        async def submit(count: int) -> None:
+            """Submit ``count`` tasks at once, as a service does while it waits on others:
+            with slow submit answers they hold the transport's slots, and status checks
+            wait for one."""
+            label = f"worker {config.get('worker', 0)} extra"
+            tasks = [session.submit(TextToVideo(f"{label} {i}")) for i in range(count)]
+            submitted = await asyncio.gather(*tasks)
+            say("submitted", ids=[task.id for task in submitted])
 
         reporter = asyncio.ensure_future(report())
-        await asyncio.gather(*(one(task_id) for task_id in ids))
+        extra = [submit(config["submit"])] if config.get("submit") else []
+        await asyncio.gather(*(one(task_id) for task_id in ids), *extra)
         reporter.cancel()
+        if staller is not None:
+            staller.cancel()
         for _ in range(int(config.get("rejoin_within", 0.0) / 0.05)):
             if session.poll_stats().shared:  # the last wake can come before Redis is probed
                 break
             await asyncio.sleep(0.05)
         stats = session.poll_stats()
-        say("done", status_requests=stats.status_requests, degraded=not stats.shared)
+        say("done", status_requests=stats.status_requests, degraded=not stats.shared, **budget())
 
 
 # -- the parent's side: starting workers and reading what they report -----------------------
@@ -101,6 +140,9 @@ class Worker:
         self.woke: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.sent = 0
+        self.submitted: list[str] = []
+        self.reports: list[dict[str, Any]] = []
+        """Every periodic report (``sent``, with the budget's ``alone`` and ``fallbacks``)."""
         self.done: dict[str, Any] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -133,6 +175,9 @@ class Worker:
                 self.woke[message["id"]] = message["at"]
             elif event == "sent":
                 self.sent = message["status_requests"]
+                self.reports.append(message)
+            elif event == "submitted":
+                self.submitted = message["ids"]
             elif event == "done":
                 self.done = message
 
