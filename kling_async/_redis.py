@@ -64,21 +64,38 @@ spread of delays to the server (``_ratelimit``)."""
 PEERS_TTL = 10.0
 RETRY_AFTER_ERROR = 1.0
 """Seconds between attempts to reach Redis again after it failed (or answered too slowly)."""
-SEQ_TTL = 3600.0
-"""Seconds the budget's grant counter outlives its last use: it only grows, so a counter
-that went back says the budget's window was lost (``FLUSHALL``, a restart)."""
+EPOCH_TTL = 3600.0
+"""Seconds the budget's epoch outlives its last use. The epoch names one unbroken life of
+the budget's window: a process that finds another epoch than the one it last saw knows the
+window lost sends (``FLUSHALL``, a restart, or an hour idle)."""
+HOLD = WINDOW + GRANT_LIFE
+"""Seconds the shared budget grants nothing once a process found its window lost: what was
+sent before (counted in the lost window, or by processes keeping their share) is then out
+of every 1 s window at the server before any new grant leaves."""
 
 _TAKE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local window, limit, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local epoch_ttl, hold, known = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', KEYS[3], epoch, 'PX', epoch_ttl)
+end
+redis.call('PEXPIRE', KEYS[3], epoch_ttl)
+if known ~= '' and known ~= epoch then
+  redis.call('SET', KEYS[4], '1', 'NX', 'PX', hold)
+end
+local held = redis.call('PTTL', KEYS[4])
+if held > 0 then
+  return {-held, epoch}
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - window)
-local seq = redis.call('INCRBY', KEYS[2], 0)
-for i = 5, #ARGV do
+for i = 8, #ARGV do
   local at = t - tonumber(ARGV[i])
   if at > t - window then
-    seq = redis.call('INCR', KEYS[2])
-    redis.call('ZADD', KEYS[1], at, 'b' .. seq)
+    redis.call('ZADD', KEYS[1], at, 'b' .. redis.call('INCR', KEYS[2]))
   end
 end
 local used = redis.call('ZCARD', KEYS[1])
@@ -88,18 +105,20 @@ if grant <= 0 then
   local frees = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
   answer = -math.max(1, tonumber(frees[2]) + window - t)
 else
-  seq = redis.call('INCRBY', KEYS[2], grant)
+  local seq = redis.call('INCRBY', KEYS[2], grant)
   for i = 1, grant do
     redis.call('ZADD', KEYS[1], t, tostring(seq - i))
   end
 end
 redis.call('PEXPIRE', KEYS[1], window * 2)
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return {answer, seq}
+redis.call('PEXPIRE', KEYS[2], window * 2)
+return {answer, epoch}
 """
-"""Grant up to ``want`` sends now so that no ``window`` ms hold more than ``limit`` (or
-the -ms until one frees), and the grant counter. Grants are stamped on Redis's clock;
-``ARGV[5:]`` are sends of this process that Redis does not know (ms ago), counted first."""
+"""Grant up to ``want`` sends now so that no ``window`` ms hold more than ``limit``, or
+the -ms until one frees, and the budget's epoch. Grants are stamped on Redis's clock;
+``ARGV[8:]`` are sends of this process that Redis does not know (ms ago), counted first.
+A caller that knew another epoch (``ARGV[6]``) starts a hold of ``hold`` ms during which
+nothing is granted; with no epoch at all, ``ARGV[7]`` starts one."""
 
 _RENEW = """
 local renewed = {}
@@ -148,20 +167,21 @@ class _SharedBudget:
     divided among the processes last seen, on the local limiter alone) while Redis is out
     of reach, and for ``RETRY_AFTER_ERROR`` after Redis answered, or this process's loop
     sent, too slowly for a grant to stay usable. Back on shared tokens, its first request
-    to Redis carries the sends it made on its own, and after the budget's window was lost
-    (``FLUSHALL``, a restart: the grant counter went back) every process's next one carries
-    its recent sends, so the shared window counts them.
+    to Redis carries the sends it made on its own, so the shared window counts them. When
+    the budget's window may have lost sends (its epoch key is gone: ``FLUSHALL``, a
+    restart: the epoch it last saw is gone), Redis grants nothing for ``HOLD`` seconds, to
+    anyone.
     """
 
     __slots__ = (
         "_alone",
         "_backfill",
         "_coordinator",
+        "_epoch",
         "_expires",
         "_local",
         "_refill",
         "_retry_at",
-        "_seq",
         "_tokens",
         "_wait_until",
         "fallbacks",
@@ -177,7 +197,7 @@ class _SharedBudget:
         self._alone = False
         self._retry_at = 0.0
         self._backfill = False
-        self._seq = 0
+        self._epoch = ""
         self.fallbacks = 0
         """Times this budget fell back to its share because grants came too late."""
 
@@ -248,22 +268,18 @@ class _SharedBudget:
         coordinator = self._coordinator
         loop = asyncio.get_running_loop()
         asked = loop.time()
-        answer = await coordinator.take_budget(want, sent)
+        answer = await coordinator.take_budget(want, sent, self._epoch)
         now = loop.time()
         try:
             if answer is None:  # Redis failed: the coordinator is degraded now
                 self._wait_until = now + RETRY_AFTER_ERROR
                 return
-            got, seq = answer
-            lost, self._seq = seq < self._seq, seq
+            got, self._epoch = answer
             if now - asked > GRANT_LIFE:
                 self._fall_back(now)  # every token it granted is already too old
                 return
             if sent:
                 self._backfill = False
-            elif lost:
-                self._backfill = True  # ask again, this time with what was lost
-                return
             self._alone = False
             if got > 0:
                 self._tokens, self._expires = got, asked + GRANT_LIFE
@@ -396,25 +412,31 @@ class RedisCoordinator:
             loop.create_task(self._listen(), name="kling_async-redis-events"),
         ]
 
-    async def take_budget(self, want: int, sent: list[float]) -> tuple[int, int] | None:
+    async def take_budget(
+        self, want: int, sent: list[float], epoch: str = ""
+    ) -> tuple[int, str] | None:
         """Up to ``want`` sends granted now (> 0) or -ms until one frees (<= 0), and the
-        budget's grant counter; ``sent`` are this process's sends Redis does not know
-        (seconds ago). None if Redis failed."""
+        budget's epoch; ``sent`` are this process's sends Redis does not know (seconds ago),
+        ``epoch`` the one it saw last ("" if none). None if Redis failed."""
+        keys = ("budget", "budget-seq", "budget-epoch", "budget-hold")
         try:
-            got, seq = await self._take(
-                keys=[self._key("budget"), self._key("budget-seq")],
+            got, seen = await self._take(
+                keys=[self._key(key) for key in keys],
                 args=[
                     int(WINDOW * 1000),
                     max(1, math.floor(self.max_rate)),
                     want,
-                    int(SEQ_TTL * 1000),
+                    int(EPOCH_TTL * 1000),
+                    math.ceil(HOLD * 1000),
+                    epoch,
+                    secrets.token_hex(8),
                     *(math.ceil(age * 1000) for age in sent),
                 ],
             )
         except RedisError as exc:
             self._lost(exc)
             return None
-        return int(got), int(seq)
+        return int(got), seen.decode() if isinstance(seen, bytes) else str(seen)
 
     async def _maintain(self) -> None:
         """Every third of a lease's life (or when woken): flush what to share, renew and

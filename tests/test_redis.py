@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from redis.asyncio import Redis
 
 from kling_async import KlingSession, PollPolicy, TextToVideo
-from kling_async._redis import RedisCoordinator, namespace
+from kling_async._redis import HOLD, RedisCoordinator, namespace
 from kling_async.emulator import Emulator
 from kling_async.testing import FAST_RETRY, fast_config
 
@@ -82,6 +83,33 @@ async def test_the_rate_budget_is_the_api_keys_across_sessions(redis_server):
             for s in sessions:
                 await s.close()
     assert 0 < emu.stats.max_status_per_second <= 10
+
+
+async def test_a_budget_whose_window_was_lost_grants_nothing_for_a_hold(redis_server):
+    """Once a process finds the budget's window lost (Redis flushed or restarted: the epoch
+    it saw is gone), no process is granted anything for a hold of a window and a grant's
+    life: sends counted in the lost window, or made on a process's share, leave every 1 s
+    window at the server before new grants do. A first use waits for nothing."""
+    hold_ms = math.ceil(HOLD * 1000)
+    coordinator = RedisCoordinator(redis_server.url, KEY, POLL)
+    other = RedisCoordinator(redis_server.url, KEY, POLL)
+    try:
+        first = await coordinator.take_budget(5, [])
+        assert first is not None and first[0] == 5
+        epoch = first[1]
+        assert await coordinator.take_budget(5, [], epoch) == (5, epoch)
+        assert redis_server.command("FLUSHALL") == b"+OK"
+        newcomer = await other.take_budget(1, [])  # knew no epoch: no reason to hold
+        assert newcomer is not None and newcomer[0] == 1 and newcomer[1] != epoch
+        held = await coordinator.take_budget(5, [], epoch)  # knew the lost one: hold
+        assert held is not None and -hold_ms <= held[0] < -0.9 * hold_ms
+        also = await other.take_budget(5, [], newcomer[1])  # the hold is everyone's
+        assert also is not None and also[0] < 0
+        await asyncio.sleep(hold_ms / 1000)
+        assert await coordinator.take_budget(5, [], held[1]) == (5, newcomer[1])
+    finally:
+        await coordinator.close()
+        await other.close()
 
 
 async def test_redis_keys_name_a_hash_of_the_key_and_all_expire(redis_server):

@@ -299,8 +299,7 @@ async def test_redis_losing_its_scripts_or_data_mid_run_loses_nothing(
     ``FLUSHALL`` (leases, the budget's window, peers, lessons, sightings: all gone) as tasks
     finish, three processes each awaiting a third of them (so all three send, on the shared
     budget, at its cap): every process gets every result, none falls back to polling
-    alone, and the cap holds (a process whose budget counter went back tells Redis what it
-    sent in the lost window)."""
+    alone, and the cap holds (a budget that lost its window grants nothing for a hold)."""
     tasks, cap = 240, 100
     async with emulator(seed=18) as emu:
         config = {"poll": scaled_poll(SCALE, cap)}
