@@ -22,7 +22,6 @@ from ._convert import parse_submission, request_body
 from ._coordination import Coordinator, LocalCoordinator
 from ._download import ExpiredURLError, stream_to_file
 from ._exceptions import (
-    BadRequestError,
     KlingError,
     RequestValidationError,
     SessionClosedError,
@@ -31,7 +30,8 @@ from ._exceptions import (
 from ._forecast import Forecaster
 from ._models import ImageToVideo, TaskSnapshot, VideoRequest, VideoResult, check_task_id
 from ._poller import Poller, PollStats
-from ._retry import is_transient, retrying, surely_not_received
+from ._retry import is_transient, retrying
+from ._submission import Outcome, Submission, classify
 from ._task import Task, result_of
 from ._transport import AiohttpTransport, Transport
 from ._upload import read_image, upload_image
@@ -125,7 +125,6 @@ class KlingSession:
         self._poller = Poller(self._client, poll, retry, forecaster, self._coordinator)
         self._closed = False
         self._ops: set[asyncio.Task[Any]] = set()
-        self._retry = retrying(retry, is_transient)
         self._download = retrying(retry, is_transient)(stream_to_file)
 
     def __repr__(self) -> str:
@@ -218,47 +217,30 @@ class KlingSession:
         request = await self._with_uploads(request)
         body = request_body(request)
         loop = asyncio.get_running_loop()
-        first_sent: float | None = None
-        last_sent = 0.0
-        unknown: KlingError | None = None  # an attempt whose outcome the server did not say
+        sent: list[float] = []  # when each attempt went out
 
-        async def attempt() -> tuple[str, bool]:
-            nonlocal first_sent, last_sent, unknown
-            last_sent = loop.time()
-            first_sent = last_sent if first_sent is None else first_sent
-            try:
-                reply = await self._client.call(
-                    "POST",
-                    SUBMIT_PATH,
-                    json_body=body,
-                    headers={"Idempotency-Key": key},
-                    paid=True,
-                )
-                task_id = parse_submission(reply.payload)
-            except KlingError as exc:
-                if not surely_not_received(exc):
-                    unknown = exc
-                raise
-            return task_id, reply.headers.get("Idempotency-Replayed", "").lower() == "true"
+        async def attempt() -> tuple[str, Outcome]:
+            sent.append(loop.time())
+            reply = await self._client.call(
+                "POST", SUBMIT_PATH, json_body=body, headers={"Idempotency-Key": key}, paid=True
+            )
+            return parse_submission(reply.payload), classify(reply)
 
+        submission = Submission(self.config.retry, keyed=True)
         try:
-            task_id, replayed = await self._retry(attempt)()
+            task_id, outcome = await submission.send(attempt, "submit")
         except asyncio.CancelledError:
-            if self._closed and unknown is not None:  # closed while waiting to retry
-                raise SubmissionUncertainError(request, unknown, key) from None
+            if self._closed and submission.unknown is not None:  # closed while waiting to retry
+                raise SubmissionUncertainError(request, submission.unknown, key) from None
             raise
         except KlingError as exc:
-            # After an attempt whose outcome is unknown, only a refusal of the body itself
-            # (400/409/413/422: the server looked the key up first and would have replayed
-            # a task it had made) says no task exists; a 401, 402, 403 or a 429 over the
-            # limit come before that, so the earlier attempt may still have made one.
-            if unknown is not None and not isinstance(exc, BadRequestError):
-                cause = unknown if isinstance(exc, SessionClosedError) else exc
-                raise SubmissionUncertainError(request, cause, key) from exc
+            if submission.uncertain(exc):
+                raise submission.uncertainty(request, exc, key) from exc
             raise
 
+        replayed = outcome is Outcome.REPLAYED
         logger.debug("submitted %s%s", task_id, " (replayed)" if replayed else "")
-        origin = first_sent if replayed else last_sent
+        origin = sent[0] if replayed else sent[-1]
         return Task(self._poller, task_id, request, submitted_at=origin, idempotency_key=key)
 
     async def upload_images(self, request: VideoRequest) -> VideoRequest:

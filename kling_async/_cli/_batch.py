@@ -26,8 +26,6 @@ import attrs
 
 from .._exceptions import (
     AuthenticationError,
-    BadRequestError,
-    IdempotencyConflictError,
     InsufficientCreditsError,
     KlingError,
     RequestValidationError,
@@ -37,8 +35,8 @@ from .._exceptions import (
     TaskNotFoundError,
 )
 from .._models import VideoRequest
-from .._retry import surely_not_received
 from .._session import KlingSession
+from .._submission import RULES, Outcome, classify
 from .._task import Task
 from ._batchfile import BatchLine, canonical_body
 from ._journal import Journal, JournalRow
@@ -377,19 +375,30 @@ class BatchRun:
                 "key (never paid twice)",
             )
             raise
-        except SubmissionUncertainError as exc:
-            journal.problem(key, str(exc.cause))
-            self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc.cause})")
+        except KlingError as exc:
+            self._refused(job, exc)
             return None
-        except IdempotencyConflictError as exc:
-            journal.problem(key, f"{CONFLICT_HINT}: {exc}")
-            self._changed(job, "error", f"{CONFLICT_HINT}: {exc}")
-            return None
-        except BadRequestError as exc:
+        journal.submitted(key, task.id)
+        return task
+
+    def _refused(self, job: Job, exc: KlingError) -> None:
+        """Record a POST that made no task (for sure, or as far as we know): the outcome's
+        row of the submission rules says whether the journal keeps the line's key."""
+        key, journal = job.line.key, self._journal
+        if isinstance(exc, AuthenticationError | InsufficientCreditsError):
+            self.halted = f"not submitted: an earlier submission was refused: {exc}"
+        cause = exc.cause if isinstance(exc, SubmissionUncertainError) else exc
+        outcome = classify(exc)
+        if outcome is Outcome.UNKNOWN:
+            journal.problem(key, str(cause))
+            self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {cause})")
+            return
+        if outcome is Outcome.CONFLICT:
+            reason = f"{CONFLICT_HINT}: {exc}"
+        elif not RULES[outcome].keeps_key:
             # The server judged this key and body and refused the body (a known key would
             # have been replayed): no task exists under the key, so the intent is dropped
             # and the next run starts afresh (uploading local images again).
-            journal.not_submitted(key)
             job.idempotency_key = job.body = None
             reason = f"refused by the server: {exc}"
             if job.todo == "resend" and job.line.local_images:
@@ -397,26 +406,18 @@ class BatchRun:
                     " (its images were uploaded by an earlier run: if that was over 72 hours "
                     "ago their URLs have expired; re-running uploads them again)"
                 )
-            self._changed(job, "error", reason)
-            return None
-        except KlingError as exc:
-            if isinstance(exc, AuthenticationError | InsufficientCreditsError):
-                self.halted = f"not submitted: an earlier submission was refused: {exc}"
-            if not (isinstance(exc, RequestValidationError) or surely_not_received(exc)):
-                journal.problem(key, str(exc))
-                self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc})")
-                return None
+        else:
             # Refused before the key was looked at (401, 402, 429...): an earlier POST of
             # this intent may still have made a task, so the key is kept for the next run.
             reason = (
                 f"refused by the server: {exc}; re-running sends it again with the same "
                 "idempotency key"
             )
+        if RULES[outcome].keeps_key:
             journal.problem(key, reason)
-            self._changed(job, "error", reason)
-            return None
-        journal.submitted(key, task.id)
-        return task
+        else:
+            journal.not_submitted(key)
+        self._changed(job, "error", reason)
 
     async def _follow(self, job: Job, task: Task | None) -> None:
         journal, key = self._journal, job.line.key

@@ -164,15 +164,8 @@ async def _generate(
                 message += f"; {_settle_hint(key)}"
             print(message, file=sys.stderr)
             raise
-        except SubmissionUncertainError as exc:
-            hint = _settle_hint(exc.idempotency_key, exc.request if local else None)
-            raise CLIError(f"{exc}. {hint}", EXIT_FAILED) from exc
-        except RequestValidationError as exc:  # e.g. an image that is not one: nothing sent
-            raise CLIError(
-                f"{OPTION_OF.get(exc.field, exc.field)}: {validation_message(exc)}"
-            ) from exc
         except KlingError as exc:
-            raise CLIError(f"submission refused: {exc}", EXIT_FAILED) from exc
+            raise _submit_error(exc, local) from exc
         if console is None:
             emit({"event": "submitted", "task_id": task.id})
         else:
@@ -191,6 +184,17 @@ async def _generate(
             raise
     _report_saved(args, task, saved)
     return EXIT_OK
+
+
+def _submit_error(exc: KlingError, local: bool) -> CLIError:
+    """What a submit that made no task (as far as the session knows) tells the user: the
+    session's own verdict (uncertain, or refused) decided by the submission rules."""
+    if isinstance(exc, SubmissionUncertainError):  # retries ran out: settle it by its key
+        hint = _settle_hint(exc.idempotency_key, exc.request if local else None)
+        return CLIError(f"{exc}. {hint}", EXIT_FAILED)
+    if isinstance(exc, RequestValidationError):  # e.g. an image that is not one: nothing sent
+        return CLIError(f"{OPTION_OF.get(exc.field, exc.field)}: {validation_message(exc)}")
+    return CLIError(f"submission refused: {exc}", EXIT_FAILED)
 
 
 def _settle_hint(key: str, uploaded: VideoRequest | None = None) -> str:
