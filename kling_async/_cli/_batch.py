@@ -26,6 +26,7 @@ import attrs
 
 from .._exceptions import (
     AuthenticationError,
+    ConcurrencyLimitError,
     InsufficientCreditsError,
     KlingError,
     RequestValidationError,
@@ -35,10 +36,12 @@ from .._exceptions import (
     TaskNotFoundError,
 )
 from .._models import VideoRequest
+from .._retry import retry_delay
 from .._session import KlingSession
 from .._submission import RULES, Outcome, classify
 from .._task import Task
 from ._batchfile import BatchLine, canonical_body
+from ._gate import SubmitGate
 from ._journal import Journal, JournalRow
 from ._options import new_idempotency_key
 
@@ -60,6 +63,8 @@ STATES = (
 )
 #: States in which a job is still moving.
 ACTIVE = frozenset({"queued", "submitting", "pending", "processing", "unknown", "downloading"})
+#: States in which a job's task runs on the server (and holds one of the account's slots).
+RUNNING = frozenset({"pending", "processing", "unknown"})
 #: States in which a job has an outcome for this run ("stopped" has none: it was cut short).
 ENDED = frozenset(STATES) - ACTIVE - {"stopped"}
 
@@ -180,7 +185,7 @@ class BatchRun:
         self.halted: str | None = None
         self._submitters: set[asyncio.Task[None]] = set()
         self._followers: set[asyncio.Task[None]] = set()
-        self._submit_slots = asyncio.Semaphore(options.concurrency)
+        self._submit_slots = SubmitGate(options.concurrency)
         self._download_slots = asyncio.Semaphore(options.downloads)
         self._group: asyncio.TaskGroup | None = None
 
@@ -308,6 +313,12 @@ class BatchRun:
             for task in list(self._submitters):
                 task.cancel()
 
+    def _halt(self, reason: str) -> None:
+        """Submit nothing more (the account or key was refused: waiting will not help)."""
+        if self.halted is None:
+            self.halted = reason
+            self._display.note(f"stopping submissions: {reason.removeprefix('not submitted: ')}")
+
     def _changed(self, job: Job, state: str | None = None, error: str | None = None) -> None:
         if state is not None:
             job.state = state
@@ -316,24 +327,63 @@ class BatchRun:
         self._display.changed(job)
 
     async def _submit(self, job: Job) -> None:
-        async with self._submit_slots:
-            if self.interrupted or self.halted:
-                self._changed(job, "stopped", self.halted or "not submitted: interrupted")
+        request: VideoRequest | None = None
+        rounds = alone = 0  # "too many at once" refusals; those with none of ours running
+        while True:
+            async with self._submit_slots:
+                if self.interrupted or self.halted:
+                    self._changed(job, "stopped", self.halted or "not submitted: interrupted")
+                    return
+                job.error = None
+                self._changed(job, "submitting")
+                request = request or await self._intent(job)
+                if request is None:
+                    return
+                try:
+                    task = await self._post(job, request)
+                except _TooManyAtOnce as busy:
+                    alone += 0 if self._running(job) else 1
+                    wait = self._later(job, busy.error, rounds, alone)
+                    rounds += 1
+                else:
+                    break
+            if wait is None:
                 return
-            job.error = None
-            self._changed(job, "submitting")
-            request = await self._intent(job)
-            if request is None:
-                return
-            task = await self._post(job, request)
-            if task is None:
-                return
+            await asyncio.sleep(wait)
+        if task is None:
+            return
+        await self._submit_slots.succeeded()
         job.task_id = task.id
         if self.interrupted:
             self._changed(job, "stopped", "submitted; interrupted before it ended")
             return
         self._changed(job, "pending")
         self._spawn(self._followers, self._follow(job, task))
+
+    def _running(self, job: Job) -> bool:
+        """True if a task of this run other than ``job``'s is running (and will free one of
+        the account's slots when it ends)."""
+        return any(other is not job and other.state in RUNNING for other in self.jobs)
+
+    def _later(self, job: Job, exc: KlingError, rounds: int, alone: int) -> float | None:
+        """After the account refused ``job`` as one too many (code 1303; ``rounds`` times
+        before, ``alone`` of them with none of this run's tasks running): submit fewer at
+        once, and the seconds until ``job`` is sent again (same key and body), or None once
+        that is hopeless (``max_attempts`` refusals with nothing of ours running to free a
+        slot; the job then says so and keeps its key)."""
+        policy = self._session.config.retry
+        if self._submit_slots.refused():
+            self._display.note(
+                f"the account refuses more tasks at once (code 1303): submitting "
+                f"{self._submit_slots.limit} at a time now"
+            )
+        if alone >= policy.max_attempts:
+            self._refused(job, exc)
+            return None
+        reason = "the account has too many tasks at once (code 1303); it is sent again soon"
+        self._journal.problem(job.line.key, reason)
+        self._changed(job, "queued", reason)
+        return retry_delay(exc, rounds, policy)
 
     async def _intent(self, job: Job) -> VideoRequest | None:
         """The request to POST, its intent journaled (key and body) before it is sent; None
@@ -355,7 +405,7 @@ class BatchRun:
             raise
         except (KlingError, OSError) as exc:
             if isinstance(exc, AuthenticationError | InsufficientCreditsError):
-                self.halted = f"not submitted: an earlier upload was refused: {exc}"
+                self._halt(f"not submitted: an earlier upload was refused: {exc}")
             self._changed(job, "error", f"image upload failed, nothing submitted: {exc}")
             return None
         job.idempotency_key, job.body = new_idempotency_key(), canonical_body(request)
@@ -376,6 +426,9 @@ class BatchRun:
             )
             raise
         except KlingError as exc:
+            cause = exc.cause if isinstance(exc, SubmissionUncertainError) else exc
+            if isinstance(cause, ConcurrencyLimitError):
+                raise _TooManyAtOnce(exc) from exc
             self._refused(job, exc)
             return None
         journal.submitted(key, task.id)
@@ -385,9 +438,9 @@ class BatchRun:
         """Record a POST that made no task (for sure, or as far as we know): the outcome's
         row of the submission rules says whether the journal keeps the line's key."""
         key, journal = job.line.key, self._journal
-        if isinstance(exc, AuthenticationError | InsufficientCreditsError):
-            self.halted = f"not submitted: an earlier submission was refused: {exc}"
         cause = exc.cause if isinstance(exc, SubmissionUncertainError) else exc
+        if isinstance(cause, AuthenticationError | InsufficientCreditsError):
+            self._halt(f"not submitted: an earlier submission was refused: {cause}")
         outcome = classify(exc)
         if outcome is Outcome.UNKNOWN:
             journal.problem(key, str(cause))
@@ -469,6 +522,14 @@ class BatchRun:
         except asyncio.CancelledError:
             self._changed(job, "stopped", "interrupted (the task keeps running; re-run to resume)")
             raise
+
+
+class _TooManyAtOnce(Exception):
+    """A submission the account refused as one too many at once (code 1303)."""
+
+    def __init__(self, error: KlingError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _remove_leftovers(target: Path) -> None:

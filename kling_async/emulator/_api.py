@@ -87,7 +87,10 @@ class _ApiHandlers:
         """The 429 or 401 a request gets before any real work, if any."""
         state = self._state
         if state.over_rate_limit(now):
-            return rate_limited(state.errors, format_seconds(state.config.retry_after))
+            config = state.config
+            return rate_limited(
+                state.errors, format_seconds(config.retry_after), config.rate_limit_code
+            )
         if not state.authorized(request.headers.get("Authorization")):
             state.stats.rejected_auth += 1
             return state.errors.response(401, "invalid or missing API key")
@@ -121,7 +124,9 @@ class _ApiHandlers:
         if kind == "hang":
             return await hang(request)
         if kind in ERROR_KINDS:
-            return error_response(fault, state.errors, state.config.retry_after)
+            return error_response(
+                fault, state.errors, state.config.retry_after, state.config.rate_limit_code
+            )
         if kind == "echo_key":
             return echo_error(state.errors, _token_of(request))
         if kind == "truncated":
@@ -255,7 +260,9 @@ class _ApiHandlers:
             if kind == "hang":
                 return await hang(request)
             if kind in ERROR_KINDS:
-                return error_response(fault, state.errors, state.config.retry_after)
+                return error_response(
+                    fault, state.errors, state.config.retry_after, state.config.rate_limit_code
+                )
             if kind == "echo_key" and (task is None or state.rng.random() < 0.5):
                 return echo_error(state.errors, _token_of(request))
             if kind == "slow":

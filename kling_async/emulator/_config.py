@@ -215,6 +215,12 @@ class EmulatorConfig:
     """Most API requests accepted in any 1 s sliding window; more get 429."""
     retry_after: float = attrs.field(default=1.0, validator=_non_negative)
     """Real seconds sent in Retry-After with every 429."""
+    rate_limit_code: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_whole_number)
+    )
+    """The upstream Kling code in the body of the emulator's 429s (its rate limit and
+    random "429" faults): 1302 slow down, 1303 too many at once, 1101/1102 in arrears or
+    out of quota, 1100/1304 account or IP refused; None sends the error style's own."""
     fault_rate: float = attrs.field(default=0.0, validator=_probability)
     """Probability that an API request gets a random fault from `fault_kinds`."""
     fault_kinds: tuple[str, ...] = attrs.field(
@@ -257,6 +263,8 @@ class EmulatorConfig:
 def _check_fault(fault: Fault) -> None:
     if fault.kind == "429" and fault.when == "after":
         raise ValueError("a 429 refuses the request: it cannot come after the task was created")
+    if fault.code is not None and fault.kind != "429":
+        raise ValueError(f"code: only a 429 carries an upstream code (kind {fault.kind!r})")
     if fault.retry_after is not None:
         if fault.kind != "429":
             raise ValueError(f"retry_after: only a 429 sends Retry-After (kind {fault.kind!r})")
@@ -277,7 +285,9 @@ class Fault:
     downloads. On submit and upload, `when="before"` fails the request without creating
     anything and `when="after"` creates the task (or stores the image), then fails the
     response (the ambiguous case). `retry_after` (429 only) is sent verbatim as the
-    ``Retry-After`` header instead of the config's, e.g. "inf", "-1" or an HTTP date.
+    ``Retry-After`` header instead of the config's, e.g. "inf", "-1" or an HTTP date;
+    `code` (429 only) is the upstream Kling code its body carries instead of the config's
+    ``rate_limit_code`` (1101 in arrears, 1303 too many at once...).
     """
 
     kind: str = attrs.field(validator=_one_of(tuple(sorted(FAULT_KINDS))))
@@ -287,6 +297,7 @@ class Fault:
     retry_after: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
     )
+    code: int | None = attrs.field(default=None, validator=attrs.validators.optional(_whole_number))
 
     def __attrs_post_init__(self) -> None:
         _check_fault(self)
