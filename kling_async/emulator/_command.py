@@ -25,6 +25,7 @@ from ._config import (
     PROGRESS_SHAPES,
     REALISTIC,
     RUN_DISTRIBUTIONS,
+    UNKNOWN_FIELDS,
     EmulatorConfig,
 )
 from ._server import Emulator
@@ -133,6 +134,12 @@ _KNOBS: tuple[_Knob, ...] = (
         "quota, 1100/1304 account or IP refused",
         type=int,
         default_text="the error style's own",
+    ),
+    _Knob(
+        "unknown_fields",
+        "a submit field its model does not document: accept it, or refuse it with a 400 naming it",
+        type=None,
+        choices=UNKNOWN_FIELDS,
     ),
     _Knob("fault_rate", "probability of a random fault per API request"),
     _Knob(

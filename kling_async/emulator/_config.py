@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_FAULT_KINDS",
     "ERROR_STYLES",
     "FAULT_KINDS",
+    "UNKNOWN_FIELDS",
     "OUTCOMES",
     "PROGRESS_SHAPES",
     "REALISTIC",
@@ -30,6 +31,7 @@ __all__ = [
     "ProgressShape",
     "Route",
     "RunDistribution",
+    "UnknownFields",
     "When",
     "format_seconds",
     "kind_applies",
@@ -38,6 +40,7 @@ __all__ = [
 ProgressShape = Literal["linear", "steps", "stuck", "eased"]
 RunDistribution = Literal["lognormal", "uniform"]
 ErrorStyle = Literal["code", "error_object", "success_false", "mixed"]
+UnknownFields = Literal["accept", "refuse"]
 Route = Literal["submit", "status", "upload", "storage", "any"]
 When = Literal["before", "after"]
 Outcome = Literal["completed", "failed", "cancelled"]
@@ -45,6 +48,7 @@ Outcome = Literal["completed", "failed", "cancelled"]
 PROGRESS_SHAPES: tuple[str, ...] = ("linear", "steps", "stuck", "eased")
 RUN_DISTRIBUTIONS: tuple[str, ...] = ("lognormal", "uniform")
 ERROR_STYLES: tuple[str, ...] = ("code", "error_object", "success_false", "mixed")
+UNKNOWN_FIELDS: tuple[str, ...] = ("accept", "refuse")
 OUTCOMES: tuple[str, ...] = ("completed", "failed", "cancelled")
 ROUTES: tuple[str, ...] = ("submit", "status", "upload", "storage", "any")
 API_ROUTES: tuple[str, ...] = ("submit", "status", "upload")
@@ -221,6 +225,9 @@ class EmulatorConfig:
     """The upstream Kling code in the body of the emulator's 429s (its rate limit and
     random "429" faults): 1302 slow down, 1303 too many at once, 1101/1102 in arrears or
     out of quota, 1100/1304 account or IP refused; None sends the error style's own."""
+    unknown_fields: UnknownFields = attrs.field(default="accept", validator=_one_of(UNKNOWN_FIELDS))
+    """A submit field its model does not document: "accept" it (sent on, unchecked) or
+    "refuse" it with a 400 naming it, as a strict gateway would."""
     fault_rate: float = attrs.field(default=0.0, validator=_probability)
     """Probability that an API request gets a random fault from `fault_kinds`."""
     fault_kinds: tuple[str, ...] = attrs.field(
