@@ -35,7 +35,9 @@ from ._exceptions import (
 )
 from ._models import (
     ErrorInfo,
+    GenericRequest,
     ImageToVideo,
+    Shot,
     TaskSnapshot,
     TaskStatus,
     TextToVideo,
@@ -62,6 +64,7 @@ __all__ = [
     "DownloadError",
     "DownloadStream",
     "ErrorInfo",
+    "GenericRequest",
     "IdempotencyConflictError",
     "ImageTooLargeError",
     "ImageToVideo",
@@ -80,6 +83,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "SessionClosedError",
+    "Shot",
     "SubmissionUncertainError",
     "Task",
     "TaskCancelledError",

@@ -13,8 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
 from ._client import ApiClient
 from ._clock import ServerClock
 from ._config import PollPolicy, RetryPolicy, header_token, resolve_config
@@ -28,7 +26,7 @@ from ._exceptions import (
     SubmissionUncertainError,
 )
 from ._forecast import Forecaster
-from ._models import ImageToVideo, TaskSnapshot, VideoRequest, VideoResult, check_task_id
+from ._models import TaskSnapshot, VideoRequest, VideoResult, check_task_id
 from ._poller import Poller, PollStats
 from ._retry import is_transient, retrying
 from ._submission import Outcome, Submission, classify
@@ -204,12 +202,17 @@ class KlingSession:
         5xx) is retried with the same key and body, and the server answers with the
         original task instead of a second one. Only when retries run out is it
         :class:`SubmissionUncertainError`, whose ``idempotency_key`` settles it later at
-        no extra cost. Local images (``pathlib.Path`` in an :class:`ImageToVideo`) are
-        uploaded first; a failed upload submits nothing.
+        no extra cost. Local images (``pathlib.Path`` values: in an :class:`ImageToVideo`,
+        in any request's ``extra_fields``) are uploaded first; a failed upload submits
+        nothing. ``request`` is a :class:`TextToVideo`, an :class:`ImageToVideo` or, for any
+        other model, a :class:`GenericRequest`.
         """
         self._check_open()
         if not isinstance(request, VideoRequest):
-            raise TypeError(f"expected TextToVideo or ImageToVideo, got {type(request).__name__}")
+            raise TypeError(
+                "expected a TextToVideo, ImageToVideo or GenericRequest, got "
+                f"{type(request).__name__}"
+            )
         key = _new_key() if idempotency_key is None else check_idempotency_key(idempotency_key)
         return await self._run(self._submit(request, key))
 
@@ -252,28 +255,14 @@ class KlingSession:
     async def _with_uploads(self, request: VideoRequest) -> VideoRequest:
         """See :meth:`upload_images`. Every image is read and checked before the first
         upload, so a bad one sends nothing."""
-
-        if not isinstance(request, ImageToVideo) or not request.local_images:
+        found = list(request.image_fields())
+        if not found:
             return request
-        fields = ("image_urls",) * len(request.image_urls) + ("last_frame_image",)
-        images = (*request.image_urls, request.last_frame_image)
-        local = {
-            image: await read_image(image, field)
-            for image, field in zip(images, fields, strict=True)
-            if isinstance(image, Path)
-        }
+        local = {path: await read_image(path, field) for field, path in found}
         urls: dict[Path, str] = {}
         for path, image in local.items():
             urls[path] = await upload_image(self._client, self.config.retry, path, image=image)
-
-        def url(image: str | Path | None) -> str | Path | None:
-            return urls[image] if isinstance(image, Path) else image
-
-        return attrs.evolve(
-            request,
-            image_urls=tuple(url(i) for i in request.image_urls),
-            last_frame_image=url(request.last_frame_image),
-        )
+        return request.with_image_urls(urls)
 
     async def upload_image(self, path: str | os.PathLike[str]) -> str:
         """Upload a local JPEG, PNG, GIF or WebP image; return its URL (valid 72 hours)

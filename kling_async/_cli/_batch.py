@@ -40,7 +40,7 @@ from .._retry import retry_delay
 from .._session import KlingSession
 from .._submission import RULES, Outcome, classify
 from .._task import Task
-from ._batchfile import BatchLine, canonical_body
+from ._batchfile import BatchLine, canonical_body, unknown_fields_note
 from ._gate import SubmitGate
 from ._journal import Journal, JournalRow
 from ._options import new_idempotency_key
@@ -247,6 +247,9 @@ class BatchRun:
     async def run(self) -> None:
         """Run every job that has something to do; Ctrl-C / SIGTERM stop it cleanly."""
         self._display.start(self.jobs)
+        note = unknown_fields_note([job.line for job in self.jobs])
+        if note is not None:
+            self._display.note(note)
         for row in self.orphans:
             self._display.note(
                 f"journal entry from line {row.line} ({row.state}"
@@ -392,7 +395,7 @@ class BatchRun:
         if job.todo == "resend":
             assert job.body is not None
             try:
-                request = VideoRequest.from_fields(json.loads(job.body))
+                request = VideoRequest.from_fields(json.loads(job.body), unknown="send")
             except (ValueError, RequestValidationError) as exc:
                 self._changed(job, "error", f"the journal's request body is unreadable: {exc}")
                 return None
