@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,12 +27,14 @@ from ._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    ConcurrencyLimitError,
     IdempotencyConflictError,
     ImageTooLargeError,
     InsufficientCreditsError,
     InvalidResponseError,
     KlingError,
     NetworkError,
+    PermissionDeniedError,
     RateLimitError,
     ServerError,
     SessionClosedError,
@@ -57,6 +60,22 @@ _STATUS_ERRORS: dict[int, type[APIError]] = {
     422: BadRequestError,
     429: RateLimitError,
 }
+#: Upstream Kling account codes that gateways pass on in a body's ``code`` (API.md section
+#: 5), often on a 429: waiting never clears them, so they must not be retried as one.
+_ACCOUNT_CODES: dict[int, type[APIError]] = {
+    1100: PermissionDeniedError,  # account abnormal
+    1101: InsufficientCreditsError,  # account in arrears
+    1102: InsufficientCreditsError,  # resource pack exhausted or expired
+    1304: PermissionDeniedError,  # the caller's IP is not on the allow-list
+}
+_TOO_MANY_AT_ONCE = 1303  # concurrency or QPS over the package: retry later, fewer at once
+#: A message saying the balance or quota is used up (when no upstream code says so).
+_EXHAUSTED = re.compile(
+    r"\b(balance|quota|credits?|resource pack)\b[^.;]{0,40}?\b(exhausted|insufficient|"
+    r"used up|run out|ran out|depleted|expired)\b|\binsufficient (balance|quota|credits?)\b"
+    r"|\barrears\b",
+    re.IGNORECASE,
+)
 _HINTS = {
     401: f"check the API key (api_key=, or ${API_KEY_ENV})",
     409: "an idempotency key was reused with a different request",
@@ -139,14 +158,30 @@ def error_from_response(status: int, payload: Any, headers: Mapping[str, str]) -
     cls = _STATUS_ERRORS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 or status < 300 else APIError
+    if status < 500:  # a 5xx stays a server error: whether it took a POST is unknown
+        cls = _by_upstream_code(cls, status, _number(code), message)
     hint = _HINTS.get(status)
     if hint:
         details["hint"] = hint
-    if cls is RateLimitError:
-        return RateLimitError(
-            status, code, message, parse_retry_after(headers.get("Retry-After")), **details
-        )
+    if issubclass(cls, RateLimitError):
+        return cls(status, code, message, parse_retry_after(headers.get("Retry-After")), **details)
     return cls(status, code, message, **details)
+
+
+def _by_upstream_code(
+    cls: type[APIError], status: int, code: float | None, message: str
+) -> type[APIError]:
+    """``cls`` refined by an upstream Kling code in the body (or, on a 429 or an error in a
+    2xx body, a message saying the balance is used up): an account problem is not a rate
+    limit to wait out, and 1303 is a rate limit that also asks for fewer at once."""
+    account = _ACCOUNT_CODES.get(int(code)) if code is not None and code.is_integer() else None
+    if account is not None:
+        return account
+    if code == _TOO_MANY_AT_ONCE and cls is RateLimitError:
+        return ConcurrencyLimitError
+    if (status == 429 or status < 300) and _EXHAUSTED.search(message):
+        return InsufficientCreditsError
+    return cls
 
 
 def _reports_error(payload: Any) -> bool:

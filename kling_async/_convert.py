@@ -14,7 +14,6 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +23,10 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from ._exceptions import InvalidResponseError
 from ._models import (
     ErrorInfo,
+    GenericRequest,
     ImageToVideo,
+    KlingV3Request,
+    Shot,
     TaskSnapshot,
     TaskStatus,
     TextToVideo,
@@ -219,33 +221,47 @@ def configure_converter(conv: cattrs.Converter) -> None:
     conv.register_unstructure_hook(TaskSnapshot, unstructure_snapshot)
 
     for cls in (TextToVideo, ImageToVideo):
-        conv.register_unstructure_hook(cls, _omit_unset(cls, conv))
+        conv.register_unstructure_hook(cls, _typed_body(cls, conv))
+    conv.register_unstructure_hook(GenericRequest, _generic_body)
 
 
-def _omit_unset(cls: type[VideoRequest], conv: cattrs.Converter) -> Any:
-    """Unstructure every field but those left at None (the API's optional fields)."""
-    overrides: dict[str, Any] = (
-        {
-            "image_urls": override(unstruct_hook=lambda urls: [_url_only(u) for u in urls]),
-            "last_frame_image": override(unstruct_hook=_url_only),
-        }
-        if cls is ImageToVideo
-        else {}
-    )
+def _typed_body(cls: type[KlingV3Request], conv: cattrs.Converter) -> Any:
+    """A typed request's body: every field but those left unset (None, no shots), the
+    shots numbered from 1 in order, then the extra fields."""
+    overrides: dict[str, Any] = {
+        "extra_fields": override(omit=True),
+        "multi_prompt": override(unstruct_hook=lambda shots: _numbered(conv, shots)),
+    }
+    if cls is ImageToVideo:
+        overrides["image_urls"] = override(unstruct_hook=list)
     unstructure = make_dict_unstructure_fn(cls, conv, **overrides)
 
-    def hook(request: VideoRequest) -> dict[str, Any]:
-        return {k: v for k, v in unstructure(request).items() if v is not None}
+    def hook(request: KlingV3Request) -> dict[str, Any]:
+        body = {k: v for k, v in unstructure(request).items() if v is not None and v != []}
+        return _with_extras(body, request)
 
     return hook
 
 
-def _url_only(image: Any) -> Any:
-    if isinstance(image, PurePath):
-        raise ValueError(
-            f"local image {str(image)!r} has no URL yet: session.submit() uploads it first"
-        )
-    return image
+def _numbered(conv: cattrs.Converter, shots: tuple[Shot, ...]) -> list[dict[str, Any]]:
+    """``multi_prompt`` as the API names it: ``{"index", "prompt", "duration"}``, the index
+    counting from 1 (the upstream Kling API's numbering, as its clients send it)."""
+    return [{"index": index, **conv.unstructure(shot)} for index, shot in enumerate(shots, 1)]
+
+
+def _generic_body(request: GenericRequest) -> dict[str, Any]:
+    """A generic request's body: model, prompt (when given), then the fields as given."""
+    body: dict[str, Any] = {"model": request.model}
+    if request.prompt is not None:
+        body["prompt"] = request.prompt
+    return _with_extras(body, request)
+
+
+def _with_extras(body: dict[str, Any], request: VideoRequest) -> dict[str, Any]:
+    """``body`` with the request's extra fields merged in, as plain JSON."""
+    for key, value in request.extra_fields.items():
+        body[key] = thawed_json(value)
+    return body
 
 
 converter = cattrs.Converter()
@@ -253,7 +269,12 @@ configure_converter(converter)
 
 
 def request_body(request: VideoRequest) -> dict[str, Any]:
-    """The JSON body of a submit for ``request``."""
+    """The JSON body of a submit for ``request``; ValueError while it names a local image
+    (``session.submit`` uploads those first, for their URLs)."""
+    for field, image in request.image_fields():
+        raise ValueError(
+            f"{field}: local image {str(image)!r} has no URL yet: session.submit() uploads it first"
+        )
     body: dict[str, Any] = converter.unstructure(request)
     return body
 

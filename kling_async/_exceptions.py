@@ -11,9 +11,13 @@ mapped to the most specific class here and chained with ``raise ... from``::
     │   │   ├── IdempotencyConflictError  409: an idempotency key reused with another request
     │   │   └── ImageTooLargeError  413 on an upload
     │   ├── AuthenticationError     401, 403
-    │   ├── InsufficientCreditsError 402
+    │   │   └── PermissionDeniedError  upstream code 1100 (account abnormal) or 1304 (IP not
+    │   │                           allowed), whatever the HTTP status (often 429)
+    │   ├── InsufficientCreditsError 402, or upstream code 1101/1102 (in arrears, resource
+    │   │                           pack used up) or a message saying the balance is exhausted
     │   ├── TaskNotFoundError       404
     │   ├── RateLimitError          429 (retry_after from the Retry-After header)
+    │   │   └── ConcurrencyLimitError  upstream code 1303: more at once than the package allows
     │   └── ServerError             5xx, or HTTP 200 whose body reports an error
     ├── TransportError              no usable answer (``sent``: False if surely never sent)
     │   ├── NetworkError            connection refused, reset, DNS
@@ -37,6 +41,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "ConcurrencyLimitError",
     "DownloadError",
     "IdempotencyConflictError",
     "ImageTooLargeError",
@@ -44,6 +49,7 @@ __all__ = [
     "InvalidResponseError",
     "KlingError",
     "NetworkError",
+    "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeoutError",
     "RequestValidationError",
@@ -125,8 +131,14 @@ class AuthenticationError(APIError):
     """401/403: the API key is missing, wrong, or not allowed to do this."""
 
 
+class PermissionDeniedError(AuthenticationError):
+    """The account may not generate now: upstream code 1100 (account abnormal) or 1304 (the
+    caller's IP is not on its allow-list). Waiting does not clear it, so it is not retried."""
+
+
 class InsufficientCreditsError(APIError):
-    """402: the account has no balance left for this request."""
+    """402, or upstream code 1101/1102 (often on a 429): the account has no balance or
+    resource pack left. Waiting does not clear it, so it is not retried."""
 
 
 class TaskNotFoundError(APIError):
@@ -146,6 +158,11 @@ class RateLimitError(APIError):
     ) -> None:
         super().__init__(status, code, message, **details)
         self.retry_after = retry_after
+
+
+class ConcurrencyLimitError(RateLimitError):
+    """429 with upstream code 1303: more generations (or requests) at once than the
+    account's package allows. Retried like any 429; a batch also sends fewer at once."""
 
 
 class ServerError(APIError):

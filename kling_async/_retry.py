@@ -1,5 +1,5 @@
-"""Which failures are worth another try, whether a request surely never landed, and the
-retry policy turned into ``backoff`` decorators.
+"""Which failures are worth another try, how long to wait before it, and the retry
+policy turned into ``backoff`` decorators (whether a POST landed is ``_submission``'s).
 
 Waits are exponential with full jitter, except after a 429 that names a ``Retry-After``:
 that wait is used exactly (no jitter may shorten what the server asked for), and a wait
@@ -23,17 +23,16 @@ from ._exceptions import (
     NetworkError,
     RateLimitError,
     RequestTimeoutError,
-    RequestValidationError,
     ServerError,
-    SessionClosedError,
-    TransportError,
 )
 
 __all__ = [
+    "RETRYABLE_STATUS",
     "full_jitter_delay",
     "is_transient",
+    "log_retry",
+    "retry_delay",
     "retrying",
-    "surely_not_received",
     "too_long_to_wait",
 ]
 
@@ -42,7 +41,8 @@ logger = logging.getLogger("kling_async")
 T = TypeVar("T")
 
 _TRANSIENT = (ServerError, NetworkError, RequestTimeoutError, InvalidResponseError, RateLimitError)
-_RETRYABLE_STATUS = 408
+RETRYABLE_STATUS = 408
+"""The one 4xx worth another try: the server gave up waiting for the request."""
 
 
 def full_jitter_delay(
@@ -57,25 +57,7 @@ def is_transient(exc: BaseException) -> bool:
     refused connection, a timeout, a garbled answer. Another try may well succeed."""
     if isinstance(exc, _TRANSIENT):
         return True
-    return isinstance(exc, APIError) and exc.status == _RETRYABLE_STATUS
-
-
-def surely_not_received(exc: BaseException) -> bool:
-    """True if a request that raised ``exc`` certainly did not take effect on the server.
-
-    The one answer to "did the server take the POST?": a connection never made, a
-    request refused before sending (bad input, a closed session), or an answer refusing
-    it (4xx but 408). A timeout, a connection lost mid-answer, a 408, a 5xx or a garbled
-    answer leave it unknown.
-
-    """
-    if isinstance(exc, TransportError):
-        return not exc.sent
-    if isinstance(exc, SessionClosedError | RequestValidationError):
-        return True
-    if isinstance(exc, ServerError):
-        return False
-    return isinstance(exc, APIError) and exc.status != _RETRYABLE_STATUS
+    return isinstance(exc, APIError) and exc.status == RETRYABLE_STATUS
 
 
 def too_long_to_wait(exc: BaseException, policy: RetryPolicy) -> bool:
@@ -84,29 +66,43 @@ def too_long_to_wait(exc: BaseException, policy: RetryPolicy) -> bool:
     return retry_after is not None and retry_after > policy.max_retry_after
 
 
+def retry_delay(exc: BaseException | None, attempt: int, policy: RetryPolicy) -> float:
+    """Seconds to wait before another try after ``exc`` (``attempt``: retries so far, from
+    0): the server's ``Retry-After`` exactly, else exponential backoff with full jitter."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return float(retry_after)
+    return full_jitter_delay(attempt, policy.base_delay, policy.max_delay)
+
+
 def _waits(policy: RetryPolicy) -> Callable[[], Generator[float, Any, None]]:
     def gen() -> Generator[float, Any, None]:
         attempt = 0
         exc = yield 0.0  # backoff primes the generator with next()
         while True:
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after is not None:
-                exc = yield float(retry_after)
-            else:
-                exc = yield full_jitter_delay(attempt, policy.base_delay, policy.max_delay)
+            exc = yield retry_delay(exc, attempt, policy)
             attempt += 1
 
     return gen
 
 
-def _log_retry(details: Any) -> None:
-    exc = details.get("exception")
+def log_retry(what: str, wait: float, tries: int, exc: BaseException | None) -> None:
+    """Log (INFO) that ``what`` is tried again in ``wait`` s after ``tries`` attempts."""
     logger.info(
         "retrying %s in %.2fs after attempt %d: %s",
+        what,
+        wait,
+        tries,
+        type(exc).__name__ if exc is not None else "error",
+    )
+
+
+def _log_retry(details: Any) -> None:
+    log_retry(
         getattr(details.get("target"), "__name__", "request"),
         details.get("wait", 0.0),
         details.get("tries", 0),
-        type(exc).__name__ if exc is not None else "error",
+        details.get("exception"),
     )
 
 

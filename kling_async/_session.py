@@ -13,8 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
 from ._client import ApiClient
 from ._clock import ServerClock
 from ._config import PollPolicy, RetryPolicy, header_token, resolve_config
@@ -22,16 +20,16 @@ from ._convert import parse_submission, request_body
 from ._coordination import Coordinator, LocalCoordinator
 from ._download import ExpiredURLError, stream_to_file
 from ._exceptions import (
-    BadRequestError,
     KlingError,
     RequestValidationError,
     SessionClosedError,
     SubmissionUncertainError,
 )
 from ._forecast import Forecaster
-from ._models import ImageToVideo, TaskSnapshot, VideoRequest, VideoResult, check_task_id
+from ._models import TaskSnapshot, VideoRequest, VideoResult, check_task_id
 from ._poller import Poller, PollStats
-from ._retry import is_transient, retrying, surely_not_received
+from ._retry import is_transient, retrying
+from ._submission import Outcome, Submission, classify
 from ._task import Task, result_of
 from ._transport import AiohttpTransport, Transport
 from ._upload import read_image, upload_image
@@ -125,7 +123,6 @@ class KlingSession:
         self._poller = Poller(self._client, poll, retry, forecaster, self._coordinator)
         self._closed = False
         self._ops: set[asyncio.Task[Any]] = set()
-        self._retry = retrying(retry, is_transient)
         self._download = retrying(retry, is_transient)(stream_to_file)
 
     def __repr__(self) -> str:
@@ -205,12 +202,17 @@ class KlingSession:
         5xx) is retried with the same key and body, and the server answers with the
         original task instead of a second one. Only when retries run out is it
         :class:`SubmissionUncertainError`, whose ``idempotency_key`` settles it later at
-        no extra cost. Local images (``pathlib.Path`` in an :class:`ImageToVideo`) are
-        uploaded first; a failed upload submits nothing.
+        no extra cost. Local images (``pathlib.Path`` values: in an :class:`ImageToVideo`,
+        in any request's ``extra_fields``) are uploaded first; a failed upload submits
+        nothing. ``request`` is a :class:`TextToVideo`, an :class:`ImageToVideo` or, for any
+        other model, a :class:`GenericRequest`.
         """
         self._check_open()
         if not isinstance(request, VideoRequest):
-            raise TypeError(f"expected TextToVideo or ImageToVideo, got {type(request).__name__}")
+            raise TypeError(
+                "expected a TextToVideo, ImageToVideo or GenericRequest, got "
+                f"{type(request).__name__}"
+            )
         key = _new_key() if idempotency_key is None else check_idempotency_key(idempotency_key)
         return await self._run(self._submit(request, key))
 
@@ -218,47 +220,30 @@ class KlingSession:
         request = await self._with_uploads(request)
         body = request_body(request)
         loop = asyncio.get_running_loop()
-        first_sent: float | None = None
-        last_sent = 0.0
-        unknown: KlingError | None = None  # an attempt whose outcome the server did not say
+        sent: list[float] = []  # when each attempt went out
 
-        async def attempt() -> tuple[str, bool]:
-            nonlocal first_sent, last_sent, unknown
-            last_sent = loop.time()
-            first_sent = last_sent if first_sent is None else first_sent
-            try:
-                reply = await self._client.call(
-                    "POST",
-                    SUBMIT_PATH,
-                    json_body=body,
-                    headers={"Idempotency-Key": key},
-                    paid=True,
-                )
-                task_id = parse_submission(reply.payload)
-            except KlingError as exc:
-                if not surely_not_received(exc):
-                    unknown = exc
-                raise
-            return task_id, reply.headers.get("Idempotency-Replayed", "").lower() == "true"
+        async def attempt() -> tuple[str, Outcome]:
+            sent.append(loop.time())
+            reply = await self._client.call(
+                "POST", SUBMIT_PATH, json_body=body, headers={"Idempotency-Key": key}, paid=True
+            )
+            return parse_submission(reply.payload), classify(reply)
 
+        submission = Submission(self.config.retry, keyed=True)
         try:
-            task_id, replayed = await self._retry(attempt)()
+            task_id, outcome = await submission.send(attempt, "submit")
         except asyncio.CancelledError:
-            if self._closed and unknown is not None:  # closed while waiting to retry
-                raise SubmissionUncertainError(request, unknown, key) from None
+            if self._closed and submission.unknown is not None:  # closed while waiting to retry
+                raise SubmissionUncertainError(request, submission.unknown, key) from None
             raise
         except KlingError as exc:
-            # After an attempt whose outcome is unknown, only a refusal of the body itself
-            # (400/409/413/422: the server looked the key up first and would have replayed
-            # a task it had made) says no task exists; a 401, 402, 403 or a 429 over the
-            # limit come before that, so the earlier attempt may still have made one.
-            if unknown is not None and not isinstance(exc, BadRequestError):
-                cause = unknown if isinstance(exc, SessionClosedError) else exc
-                raise SubmissionUncertainError(request, cause, key) from exc
+            if submission.uncertain(exc):
+                raise submission.uncertainty(request, exc, key) from exc
             raise
 
+        replayed = outcome is Outcome.REPLAYED
         logger.debug("submitted %s%s", task_id, " (replayed)" if replayed else "")
-        origin = first_sent if replayed else last_sent
+        origin = sent[0] if replayed else sent[-1]
         return Task(self._poller, task_id, request, submitted_at=origin, idempotency_key=key)
 
     async def upload_images(self, request: VideoRequest) -> VideoRequest:
@@ -270,28 +255,14 @@ class KlingSession:
     async def _with_uploads(self, request: VideoRequest) -> VideoRequest:
         """See :meth:`upload_images`. Every image is read and checked before the first
         upload, so a bad one sends nothing."""
-
-        if not isinstance(request, ImageToVideo) or not request.local_images:
+        found = list(request.image_fields())
+        if not found:
             return request
-        fields = ("image_urls",) * len(request.image_urls) + ("last_frame_image",)
-        images = (*request.image_urls, request.last_frame_image)
-        local = {
-            image: await read_image(image, field)
-            for image, field in zip(images, fields, strict=True)
-            if isinstance(image, Path)
-        }
+        local = {path: await read_image(path, field) for field, path in found}
         urls: dict[Path, str] = {}
         for path, image in local.items():
             urls[path] = await upload_image(self._client, self.config.retry, path, image=image)
-
-        def url(image: str | Path | None) -> str | Path | None:
-            return urls[image] if isinstance(image, Path) else image
-
-        return attrs.evolve(
-            request,
-            image_urls=tuple(url(i) for i in request.image_urls),
-            last_frame_image=url(request.last_frame_image),
-        )
+        return request.with_image_urls(urls)
 
     async def upload_image(self, path: str | os.PathLike[str]) -> str:
         """Upload a local JPEG, PNG, GIF or WebP image; return its URL (valid 72 hours)

@@ -202,14 +202,14 @@ class AiohttpTransport:
     Requests wait for one of ``limit`` slots *before* aiohttp sees them, so they never
     queue in aiohttp's pool, whose waiting counts against the request timeout: a submit
     that timed out there was never sent, yet would look ambiguous. The send gate
-    (:func:`send_gate`) is passed once a slot is held: from there to the socket, a request
+    (``_transport.send_gate``) is passed once a slot is held: from there to the socket, a request
     on a pooled connection never waits on the event loop.
     """
 
     __slots__ = ("_closed", "_http", "_limit", "_slots")
 
     passes_send_gate = True
-    """It calls :func:`pass_send_gate` itself (so the caller need not, before its waits)."""
+    """It calls ``_transport.pass_send_gate`` itself (so the caller need not, before its waits)."""
 
     def __init__(self, limit: int = 24) -> None:
         self._http: aiohttp.ClientSession | None = None

@@ -3,8 +3,8 @@
 ``POST /v1/uploads/images`` takes one multipart ``file`` field and answers with a URL
 valid for 72 hours. The image type is read from the bytes before anything is sent (JPEG,
 PNG, GIF or WebP; anything else is refused naming the file). An upload has no idempotency
-key, so it is retried only when it surely never reached the server; otherwise the error
-says so, and a 413 says the image is too large and how large it is.
+key, so it is retried only when it never left (the rule is ``_submission``'s); otherwise
+the error says so, and a 413 says the image is too large and how large it is.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ._client import ApiClient
 from ._config import RetryPolicy
 from ._convert import parse_upload
 from ._exceptions import ImageTooLargeError, RequestValidationError, TransportError
-from ._retry import retrying, surely_not_received
+from ._submission import Outcome, Submission, classify
 
 __all__ = ["UPLOAD_PATH", "image_type", "read_image", "upload_image"]
 
@@ -79,7 +79,6 @@ async def upload_image(
     part.set_content_disposition("form-data", name="file", filename=path.name)
     body = await form.as_bytes()
 
-    @retrying(policy, lambda exc: isinstance(exc, TransportError) and not exc.sent)
     async def send() -> str:
         reply = await client.call(
             "POST", UPLOAD_PATH, body=body, content_type=form.content_type, paid=True
@@ -87,7 +86,7 @@ async def upload_image(
         return parse_upload(reply.payload)
 
     try:
-        return await send()
+        return await Submission(policy, keyed=False).send(send, "upload")
     except ImageTooLargeError as exc:
         raise ImageTooLargeError(
             exc.status,
@@ -96,7 +95,7 @@ async def upload_image(
             request_id=exc.request_id,
         ) from exc
     except TransportError as exc:
-        if surely_not_received(exc):
+        if classify(exc) is not Outcome.UNKNOWN:
             raise
         raise type(exc)(
             f"{exc}; the upload of {path.name} may or may not have been stored, and is not "

@@ -62,6 +62,11 @@ class EmulatorProcess:
         """Fix the fate of later jobs whose prompt contains a marker."""
         self._call("POST", "/_scripts", fields)
 
+    def record(self, task_id: str) -> dict[str, Any]:
+        """The emulator's record of a task (``/_tasks/{id}``): its request as received."""
+        result: dict[str, Any] = self._call("GET", f"/_tasks/{task_id}")
+        return result
+
     def created_prompts(self) -> collections.Counter[str]:
         """How many tasks the emulator created per prompt."""
         return collections.Counter(self.stats()["created_tasks"].values())

@@ -8,8 +8,19 @@ from typing import Any
 
 import pytest
 
-from kling_async import ImageToVideo, RequestValidationError, TextToVideo, VideoRequest
-from kling_async._cli._batchfile import BatchFileError, read_batch
+from kling_async import (
+    GenericRequest,
+    ImageToVideo,
+    RequestValidationError,
+    TextToVideo,
+    VideoRequest,
+)
+from kling_async._cli._batchfile import (
+    BatchFileError,
+    canonical_body,
+    read_batch,
+    unknown_fields_note,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
@@ -56,14 +67,13 @@ def test_null_fields_count_as_unset(tmp_path: Path) -> None:
     "data",
     [
         [1],
-        {"prompt": "x", "Duration": 5},
         {"mode": "std"},
         {"prompt": "x", "last_frame_image": "https://e.com/b.jpg"},
         {"prompt": "x", "duration": "5"},
         {"prompt": "x", "duration": 16},
         {"prompt": "x", "image_urls": ["https://e.com/a.jpg"], "duration": 15},
     ],
-    ids=["not-object", "unknown", "no-prompt", "lone-last-frame", "string", "16s", "i2v-15s"],
+    ids=["not-object", "no-prompt", "lone-last-frame", "string", "16s", "i2v-15s"],
 )
 def test_bad_lines_are_reported_in_the_librarys_words(tmp_path: Path, data: Any) -> None:
     """Each bad line's message is exactly what VideoRequest.from_fields says about it."""
@@ -71,6 +81,56 @@ def test_bad_lines_are_reported_in_the_librarys_words(tmp_path: Path, data: Any)
         VideoRequest.from_fields(data)  # type: ignore[arg-type]
     path = write(tmp_path / "b.jsonl", {"prompt": "fine"}, data)
     assert problems_of(path) == [f"line 2: {expected.value}"]
+
+
+def test_unknown_keys_are_sent_as_extra_fields_with_one_warning(tmp_path: Path) -> None:
+    """A kling-v3 line's keys the SDK does not model go into the body as extra fields (and
+    so into its identity); one note names them with their lines and a likely typo."""
+    path = write(
+        tmp_path / "b.jsonl",
+        {"prompt": "x", "Duration": 5, "cfg_scale": 0.5},
+        {"prompt": "y", "Duration": 7},
+        {"prompt": "z"},
+    )
+    first, second, third = read_batch(path)
+    assert first.request.extra_fields == {"Duration": 5, "cfg_scale": 0.5}
+    assert json.loads(canonical_body(first.request))["cfg_scale"] == 0.5
+    assert (first.unknown_fields, third.unknown_fields) == (("Duration", "cfg_scale"), ())
+    note = unknown_fields_note([first, second, third])
+    assert note is not None
+    assert "'Duration' (lines 1, 2; did you mean 'duration'?)" in note
+    assert "'cfg_scale' (line 1)" in note
+    assert unknown_fields_note([third]) is None
+    (plain,) = read_batch(write(tmp_path / "c.jsonl", {"prompt": "x", "Duration": 5}))
+    (bare,) = read_batch(write(tmp_path / "d.jsonl", {"prompt": "x"}))
+    assert plain.key != bare.key  # an extra field is part of the line's identity
+
+
+def test_a_bad_line_with_unknown_keys_names_them_with_their_hint(tmp_path: Path) -> None:
+    """A refused line that also has unknown keys says which and what they may be typos of."""
+    path = write(tmp_path / "b.jsonl", {"promt": "x"})
+    (problem,) = problems_of(path)
+    assert problem.startswith("line 1: prompt: required")
+    assert "promt: unknown field (did you mean 'prompt'?)" in problem
+
+
+def test_a_line_for_another_model_is_sent_as_written(tmp_path: Path) -> None:
+    """model other than kling-v3: a GenericRequest of the line's fields, no kling-v3
+    default added, nothing warned about; local images are uploaded as for kling-v3."""
+    (tmp_path / "a.png").write_bytes(PNG)
+    path = write(
+        tmp_path / "b.jsonl",
+        {"model": "kling-3.0-turbo", "prompt": "a corgi", "resolution": "1080p"},
+        {"model": "kling-v3-omni", "prompt": "<<<image_1>>> waves", "image_urls": ["a.png"]},
+    )
+    turbo, omni = read_batch(path)
+    assert isinstance(turbo.request, GenericRequest) and not turbo.unknown_fields
+    assert json.loads(canonical_body(turbo.request)) == {
+        "model": "kling-3.0-turbo",
+        "prompt": "a corgi",
+        "resolution": "1080p",
+    }
+    assert omni.local_images == (tmp_path / "a.png",)
 
 
 def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
@@ -210,8 +270,10 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_the_shipped_example_is_valid() -> None:
-    """examples/prompts.jsonl parses, and uses both request kinds."""
+    """examples/prompts.jsonl parses, and uses every request kind, a story in shots too."""
     lines = read_batch(Path(__file__).resolve().parent.parent / "examples" / "prompts.jsonl")
     kinds = {type(line.request) for line in lines}
-    assert kinds == {TextToVideo, ImageToVideo}
+    assert kinds == {TextToVideo, ImageToVideo, GenericRequest}
+    assert any(getattr(line.request, "multi_prompt", ()) for line in lines)
+    assert not any(line.unknown_fields for line in lines)
     assert len(lines) >= 5

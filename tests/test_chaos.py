@@ -11,11 +11,14 @@ from typing import Any
 from conftest import API_KEY, stray_tasks
 
 from kling_async import (
+    GenericRequest,
     KlingSession,
     PollPolicy,
     RetryPolicy,
+    Shot,
     TaskFailedError,
     TextToVideo,
+    VideoRequest,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
 
@@ -99,10 +102,20 @@ async def test_a_thousand_tasks_through_twenty_percent_faults():
     assert loop_errors == []
 
 
+def paid_request(i: int) -> VideoRequest:
+    """The i-th paid request: typed, a story in one shot, or another model's (generic)."""
+    prompt = f"paid {i}"
+    if i % 3 == 1:
+        return TextToVideo(multi_prompt=[Shot(prompt, 5)], mode="4k")  # a story of one shot
+    if i % 3 == 2:
+        return GenericRequest(prompt, model="kling-3.0-turbo", extra_fields={"resolution": "720p"})
+    return TextToVideo(prompt)
+
+
 async def test_lost_submit_answers_never_pay_twice():
-    """300 submits, 10 % of whose answers are lost after the task was created and 10 %
-    failing before: no SubmissionUncertainError, no task created twice, every task known,
-    every POST carrying a key."""
+    """300 submits (typed, multi-shot and generic alike), 10 % of whose answers are lost
+    after the task was created and 10 % failing before: no SubmissionUncertainError, no
+    task created twice, every task known, every POST carrying a key."""
     submits = 300
     rng = random.Random(11)
     faults = [
@@ -123,7 +136,7 @@ async def test_lost_submit_answers_never_pay_twice():
             api_key=API_KEY, base_url=emu.url, retry=retry, request_timeout=0.25
         ) as session:
             results = await asyncio.gather(
-                *(session.submit(TextToVideo(f"paid {i}")) for i in range(submits)),
+                *(session.submit(paid_request(i)) for i in range(submits)),
                 return_exceptions=True,
             )
         stats = emu.stats

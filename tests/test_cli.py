@@ -253,10 +253,13 @@ GOOD = json.dumps({"prompt": "a fine line"})
             f'{GOOD}\n{{"prompt": "x", "duration": 16}}\n',
             ["line 2: duration: must be a whole number of seconds from 3 to 15"],
         ),
-        (f'{GOOD}\n{{"promt": "x"}}\n', ["line 2: promt: unknown field (did you mean 'prompt'?)"]),
         (
-            f'{GOOD}\nnot json\n{{"prompt": "x", "mode": "ultra"}}\n\n{{"prompt": "x", "a": 1}}\n',
-            ["line 2: not valid JSON", "line 3: mode: must be one of", "line 5: a: unknown field"],
+            f'{GOOD}\n{{"promt": "x"}}\n',
+            ["line 2: prompt: required", "promt: unknown field (did you mean 'prompt'?)"],
+        ),
+        (
+            f'{GOOD}\nnot json\n{{"prompt": "x", "mode": "ultra"}}\n\n{{"mode": "std", "a": 1}}\n',
+            ["line 2: not valid JSON", "line 3: mode: must be one of", "line 5: prompt: required"],
         ),
         (
             '{"prompt": "x", "image_urls": ["missing.jpg"]}\n',

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from cli_support import (
     EmulatorProcess,
@@ -63,11 +64,26 @@ def wait_for_an_unsettled_intent(out: Path, proc: subprocess.Popen[bytes]) -> No
         time.sleep(0.02)
 
 
+def mixed(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Text-to-video lines, a third made stories in one shot (4k) and a third another
+    model's lines (generic), each prompt kept: every kind a batch sends."""
+    out = []
+    for i, request in enumerate(requests):
+        if i % 3 == 1:
+            shot = {"index": 1, "prompt": request["prompt"], "duration": 5}
+            request = {"multi_prompt": [shot], "mode": "4k", "cfg_scale": 0.5}
+        elif i % 3 == 2:
+            request = {"model": "kling-3.0-turbo", "resolution": "720p", **request}
+        out.append(request)
+    return out
+
+
 def test_random_sigkills_then_rerun_cost_one_generation_per_line(tmp_path: Path) -> None:
-    """kill -9 at random points (mid-POST too), then a re-run: one task per line, none uncertain."""
+    """kill -9 at random points (mid-POST too), then a re-run: one task per line, none
+    uncertain, for typed, multi-shot and generic lines alike."""
     rng = random.Random(20260727)
     lines = 24
-    file = write_batch(tmp_path / "b.jsonl", prompts(lines))
+    file = write_batch(tmp_path / "b.jsonl", mixed(prompts(lines)))
     out = tmp_path / "out"
     seen: Events = []
     kills = unsettled_at_kill = 0

@@ -499,3 +499,50 @@ def test_the_page_fits_a_phone_names_its_controls_and_makes_the_screenshots(
         assert 0 < path.stat().st_size < MAX_SCREENSHOT_BYTES
         if os.environ.get(SCREENSHOTS_ENV):
             shutil.copyfile(path, APP_DIR / name)
+
+
+def test_a_story_in_4k_shots_is_sent_as_the_api_names_it(page: Page, emulator: Emulator) -> None:
+    """4K and a list of shots: the task the emulator gets is kling-v3 multi-shot (shots
+    numbered from 1, lasting their total), the card names its first shot and ends; the
+    shot controls are named after their place and fit a phone."""
+    page.viewport(360, 740)
+    driver = page.driver
+    driver.find_element(By.NAME, "prompt").clear()
+    for _ in range(3):
+        driver.find_element(By.ID, "add-shot").click()
+    rows = driver.find_elements(By.CSS_SELECTOR, "#shot-list .shot")
+    story = [("a seed in dark soil", "2"), ("a sprout breaks through", "3"), ("it blooms", "2")]
+    for row, (prompt, seconds) in zip(rows, story, strict=True):
+        row.find_element(By.CLASS_NAME, "shot-prompt").send_keys(prompt)
+        field = row.find_element(By.CLASS_NAME, "shot-seconds")
+        field.clear()
+        field.send_keys(seconds)
+    rows[2].find_element(By.CLASS_NAME, "remove-shot").click()  # two shots: 5 s
+    tree = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    names = {node.get("name", {}).get("value") for node in tree if not node.get("ignored")}
+    assert {"Shot 1 prompt", "Shot 2 seconds", "Remove shot 2"} <= names
+    assert "Shot 3 prompt" not in names
+    widths = driver.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
+    assert widths == [360, 360]
+    page.viewport(*SCREENSHOT_SIZES["page-desktop.png"])
+    Select(driver.find_element(By.ID, "mode")).select_by_value("4k")
+    before = {card["id"] for card in page.cards()}
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    (task_id,) = page.wait(
+        lambda: [card["id"] for card in page.cards() if card["id"] not in before], "the card"
+    )
+    card = page.wait_for_end(task_id)
+    assert (card["status"], card["prompt"]) == ("completed", "a seed in dark soil")
+    request = emulator.task_record(task_id).request
+    assert request == {
+        "model": "kling-v3",
+        "mode": "4k",
+        "duration": 5,
+        "aspect_ratio": "16:9",
+        "multi_shot": True,
+        "shot_type": "customize",
+        "multi_prompt": [
+            {"index": 1, "prompt": "a seed in dark soil", "duration": 2},
+            {"index": 2, "prompt": "a sprout breaks through", "duration": 3},
+        ],
+    }

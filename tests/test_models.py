@@ -131,8 +131,9 @@ def _allowed(mode: str, duration: int, images: int, last_frame: bool) -> bool:
         return False
     if mode == "pro" and duration > 10:
         return False
-    if images:
-        return 1 <= images <= 2 and duration <= 10 and not (last_frame and images != 1)
+    if images:  # 4k's limits are not documented beyond 3-15 s: the i2v 10 s cap is not applied
+        i2v_cap = mode == "4k" or duration <= 10
+        return 1 <= images <= 2 and i2v_cap and not (last_frame and images != 1)
     return not last_frame
 
 

@@ -19,7 +19,8 @@ from kling_async import (
     SessionClosedError,
     TransportError,
 )
-from kling_async._retry import is_transient, retrying, surely_not_received, too_long_to_wait
+from kling_async._retry import is_transient, retrying, too_long_to_wait
+from kling_async._submission import surely_not_received
 
 NOT_RECEIVED = [
     NetworkError("refused", sent=False),

@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict
 from kling_async import (
     AuthenticationError,
     BadRequestError,
-    ImageToVideo,
     InsufficientCreditsError,
     KlingError,
     KlingSession,
@@ -50,7 +49,6 @@ from kling_async import (
     TaskNotFoundError,
     TaskSnapshot,
     TaskTimeoutError,
-    TextToVideo,
     VideoRequest,
 )
 from kling_async import RequestValidationError as KlingValidationError
@@ -74,37 +72,42 @@ def service_session() -> KlingSession:
 # -- request and response bodies ---------------------------------------------------------
 
 
-class VideoIn(BaseModel):
-    """The body of ``POST /videos``: the SDK's request fields (the SDK checks the rules).
-
-    Without ``image_urls`` it is text-to-video; with them, image-to-video.
-    """
+class ShotIn(BaseModel):
+    """One shot of a multi-shot video: its prompt and whole seconds (``index`` optional)."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: str
+    duration: int
+    index: int | None = None
+
+
+class VideoIn(BaseModel):
+    """The body of ``POST /videos``: the SDK's request fields (the SDK checks the rules).
+
+    Without ``image_urls`` it is text-to-video; with them, image-to-video. ``multi_prompt``
+    makes a multi-shot video whose shots replace ``prompt`` (its ``duration``, left out,
+    is their total). Fields left out take the SDK's defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
     model: str = "kling-v3"
-    mode: str = "std"
-    duration: int = 5
-    aspect_ratio: str = "16:9"
+    mode: str | None = None
+    duration: int | None = None
+    aspect_ratio: str | None = None
     negative_prompt: str | None = None
     watermark: bool | None = None
     audio: bool | None = None
     image_urls: list[str] | None = None
     last_frame_image: str | None = None
+    shot_type: str | None = None
+    multi_prompt: list[ShotIn] | None = None
 
     def to_request(self) -> VideoRequest:
         """The SDK request; raises the SDK's RequestValidationError on a broken rule."""
-        options = self.model_dump(exclude={"prompt", "image_urls", "last_frame_image"})
-        if self.image_urls is not None:
-            return ImageToVideo(
-                self.prompt, self.image_urls, last_frame_image=self.last_frame_image, **options
-            )
-        if self.last_frame_image is not None:
-            raise KlingValidationError(
-                "last_frame_image", "only valid together with image_urls", self.last_frame_image
-            )
-        return TextToVideo(self.prompt, **options)
+        return VideoRequest.from_fields(self.model_dump(exclude_none=True))
 
 
 class SubmittedOut(BaseModel):

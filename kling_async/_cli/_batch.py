@@ -26,8 +26,7 @@ import attrs
 
 from .._exceptions import (
     AuthenticationError,
-    BadRequestError,
-    IdempotencyConflictError,
+    ConcurrencyLimitError,
     InsufficientCreditsError,
     KlingError,
     RequestValidationError,
@@ -37,10 +36,12 @@ from .._exceptions import (
     TaskNotFoundError,
 )
 from .._models import VideoRequest
-from .._retry import surely_not_received
+from .._retry import retry_delay
 from .._session import KlingSession
+from .._submission import RULES, Outcome, classify
 from .._task import Task
-from ._batchfile import BatchLine, canonical_body
+from ._batchfile import BatchLine, canonical_body, unknown_fields_note
+from ._gate import SubmitGate
 from ._journal import Journal, JournalRow
 from ._options import new_idempotency_key
 
@@ -62,6 +63,8 @@ STATES = (
 )
 #: States in which a job is still moving.
 ACTIVE = frozenset({"queued", "submitting", "pending", "processing", "unknown", "downloading"})
+#: States in which a job's task runs on the server (and holds one of the account's slots).
+RUNNING = frozenset({"pending", "processing", "unknown"})
 #: States in which a job has an outcome for this run ("stopped" has none: it was cut short).
 ENDED = frozenset(STATES) - ACTIVE - {"stopped"}
 
@@ -182,7 +185,7 @@ class BatchRun:
         self.halted: str | None = None
         self._submitters: set[asyncio.Task[None]] = set()
         self._followers: set[asyncio.Task[None]] = set()
-        self._submit_slots = asyncio.Semaphore(options.concurrency)
+        self._submit_slots = SubmitGate(options.concurrency)
         self._download_slots = asyncio.Semaphore(options.downloads)
         self._group: asyncio.TaskGroup | None = None
 
@@ -244,6 +247,9 @@ class BatchRun:
     async def run(self) -> None:
         """Run every job that has something to do; Ctrl-C / SIGTERM stop it cleanly."""
         self._display.start(self.jobs)
+        note = unknown_fields_note([job.line for job in self.jobs])
+        if note is not None:
+            self._display.note(note)
         for row in self.orphans:
             self._display.note(
                 f"journal entry from line {row.line} ({row.state}"
@@ -310,6 +316,12 @@ class BatchRun:
             for task in list(self._submitters):
                 task.cancel()
 
+    def _halt(self, reason: str) -> None:
+        """Submit nothing more (the account or key was refused: waiting will not help)."""
+        if self.halted is None:
+            self.halted = reason
+            self._display.note(f"stopping submissions: {reason.removeprefix('not submitted: ')}")
+
     def _changed(self, job: Job, state: str | None = None, error: str | None = None) -> None:
         if state is not None:
             job.state = state
@@ -318,24 +330,63 @@ class BatchRun:
         self._display.changed(job)
 
     async def _submit(self, job: Job) -> None:
-        async with self._submit_slots:
-            if self.interrupted or self.halted:
-                self._changed(job, "stopped", self.halted or "not submitted: interrupted")
+        request: VideoRequest | None = None
+        rounds = alone = 0  # "too many at once" refusals; those with none of ours running
+        while True:
+            async with self._submit_slots:
+                if self.interrupted or self.halted:
+                    self._changed(job, "stopped", self.halted or "not submitted: interrupted")
+                    return
+                job.error = None
+                self._changed(job, "submitting")
+                request = request or await self._intent(job)
+                if request is None:
+                    return
+                try:
+                    task = await self._post(job, request)
+                except _TooManyAtOnce as busy:
+                    alone += 0 if self._running(job) else 1
+                    wait = self._later(job, busy.error, rounds, alone)
+                    rounds += 1
+                else:
+                    break
+            if wait is None:
                 return
-            job.error = None
-            self._changed(job, "submitting")
-            request = await self._intent(job)
-            if request is None:
-                return
-            task = await self._post(job, request)
-            if task is None:
-                return
+            await asyncio.sleep(wait)
+        if task is None:
+            return
+        await self._submit_slots.succeeded()
         job.task_id = task.id
         if self.interrupted:
             self._changed(job, "stopped", "submitted; interrupted before it ended")
             return
         self._changed(job, "pending")
         self._spawn(self._followers, self._follow(job, task))
+
+    def _running(self, job: Job) -> bool:
+        """True if a task of this run other than ``job``'s is running (and will free one of
+        the account's slots when it ends)."""
+        return any(other is not job and other.state in RUNNING for other in self.jobs)
+
+    def _later(self, job: Job, exc: KlingError, rounds: int, alone: int) -> float | None:
+        """After the account refused ``job`` as one too many (code 1303; ``rounds`` times
+        before, ``alone`` of them with none of this run's tasks running): submit fewer at
+        once, and the seconds until ``job`` is sent again (same key and body), or None once
+        that is hopeless (``max_attempts`` refusals with nothing of ours running to free a
+        slot; the job then says so and keeps its key)."""
+        policy = self._session.config.retry
+        if self._submit_slots.refused():
+            self._display.note(
+                f"the account refuses more tasks at once (code 1303): submitting "
+                f"{self._submit_slots.limit} at a time now"
+            )
+        if alone >= policy.max_attempts:
+            self._refused(job, exc)
+            return None
+        reason = "the account has too many tasks at once (code 1303); it is sent again soon"
+        self._journal.problem(job.line.key, reason)
+        self._changed(job, "queued", reason)
+        return retry_delay(exc, rounds, policy)
 
     async def _intent(self, job: Job) -> VideoRequest | None:
         """The request to POST, its intent journaled (key and body) before it is sent; None
@@ -344,7 +395,7 @@ class BatchRun:
         if job.todo == "resend":
             assert job.body is not None
             try:
-                request = VideoRequest.from_fields(json.loads(job.body))
+                request = VideoRequest.from_fields(json.loads(job.body), unknown="send")
             except (ValueError, RequestValidationError) as exc:
                 self._changed(job, "error", f"the journal's request body is unreadable: {exc}")
                 return None
@@ -357,7 +408,7 @@ class BatchRun:
             raise
         except (KlingError, OSError) as exc:
             if isinstance(exc, AuthenticationError | InsufficientCreditsError):
-                self.halted = f"not submitted: an earlier upload was refused: {exc}"
+                self._halt(f"not submitted: an earlier upload was refused: {exc}")
             self._changed(job, "error", f"image upload failed, nothing submitted: {exc}")
             return None
         job.idempotency_key, job.body = new_idempotency_key(), canonical_body(request)
@@ -377,19 +428,33 @@ class BatchRun:
                 "key (never paid twice)",
             )
             raise
-        except SubmissionUncertainError as exc:
-            journal.problem(key, str(exc.cause))
-            self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc.cause})")
+        except KlingError as exc:
+            cause = exc.cause if isinstance(exc, SubmissionUncertainError) else exc
+            if isinstance(cause, ConcurrencyLimitError):
+                raise _TooManyAtOnce(exc) from exc
+            self._refused(job, exc)
             return None
-        except IdempotencyConflictError as exc:
-            journal.problem(key, f"{CONFLICT_HINT}: {exc}")
-            self._changed(job, "error", f"{CONFLICT_HINT}: {exc}")
-            return None
-        except BadRequestError as exc:
+        journal.submitted(key, task.id)
+        return task
+
+    def _refused(self, job: Job, exc: KlingError) -> None:
+        """Record a POST that made no task (for sure, or as far as we know): the outcome's
+        row of the submission rules says whether the journal keeps the line's key."""
+        key, journal = job.line.key, self._journal
+        cause = exc.cause if isinstance(exc, SubmissionUncertainError) else exc
+        if isinstance(cause, AuthenticationError | InsufficientCreditsError):
+            self._halt(f"not submitted: an earlier submission was refused: {cause}")
+        outcome = classify(exc)
+        if outcome is Outcome.UNKNOWN:
+            journal.problem(key, str(cause))
+            self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {cause})")
+            return
+        if outcome is Outcome.CONFLICT:
+            reason = f"{CONFLICT_HINT}: {exc}"
+        elif not RULES[outcome].keeps_key:
             # The server judged this key and body and refused the body (a known key would
             # have been replayed): no task exists under the key, so the intent is dropped
             # and the next run starts afresh (uploading local images again).
-            journal.not_submitted(key)
             job.idempotency_key = job.body = None
             reason = f"refused by the server: {exc}"
             if job.todo == "resend" and job.line.local_images:
@@ -397,26 +462,18 @@ class BatchRun:
                     " (its images were uploaded by an earlier run: if that was over 72 hours "
                     "ago their URLs have expired; re-running uploads them again)"
                 )
-            self._changed(job, "error", reason)
-            return None
-        except KlingError as exc:
-            if isinstance(exc, AuthenticationError | InsufficientCreditsError):
-                self.halted = f"not submitted: an earlier submission was refused: {exc}"
-            if not (isinstance(exc, RequestValidationError) or surely_not_received(exc)):
-                journal.problem(key, str(exc))
-                self._changed(job, "uncertain", f"{UNCERTAIN_HINT} (cause: {exc})")
-                return None
+        else:
             # Refused before the key was looked at (401, 402, 429...): an earlier POST of
             # this intent may still have made a task, so the key is kept for the next run.
             reason = (
                 f"refused by the server: {exc}; re-running sends it again with the same "
                 "idempotency key"
             )
+        if RULES[outcome].keeps_key:
             journal.problem(key, reason)
-            self._changed(job, "error", reason)
-            return None
-        journal.submitted(key, task.id)
-        return task
+        else:
+            journal.not_submitted(key)
+        self._changed(job, "error", reason)
 
     async def _follow(self, job: Job, task: Task | None) -> None:
         journal, key = self._journal, job.line.key
@@ -468,6 +525,14 @@ class BatchRun:
         except asyncio.CancelledError:
             self._changed(job, "stopped", "interrupted (the task keeps running; re-run to resume)")
             raise
+
+
+class _TooManyAtOnce(Exception):
+    """A submission the account refused as one too many at once (code 1303)."""
+
+    def __init__(self, error: KlingError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _remove_leftovers(target: Path) -> None:

@@ -182,6 +182,8 @@ def _batch_outcome(
             "account; --resubmit-uncertain submits them again (may pay twice).",
             file=sys.stderr,
         )
+    if run.halted:
+        print(f"submissions stopped: {run.halted.removeprefix('not submitted: ')}", file=sys.stderr)
     resumable = counts["error"] + counts["stopped"]
     if resumable:
         print(f"{resumable} line(s) did not finish. {resume}", file=sys.stderr)

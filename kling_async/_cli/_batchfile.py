@@ -1,10 +1,13 @@
 """Reading a batch file: one JSON request per line, every bad line found before anything runs.
 
 Each non-blank line is a JSON object with the API's field names, made into a request by
-:meth:`VideoRequest.from_fields` (so the library's own rules, and words, judge it). An
-``image_urls`` or ``last_frame_image`` entry that is not an ``http(s)://`` URL is a local
-image, relative to the batch file's folder: it must exist and be a JPEG, PNG, GIF or WebP
-before anything runs, and is uploaded when its line is submitted.
+:meth:`VideoRequest.from_fields` (so the library's own rules, and words, judge it): a
+kling-v3 line is typed (``multi_prompt``, ``shot_type``, ``multi_shot`` included), and its
+keys the SDK does not model are sent as extra fields (:func:`unknown_fields_note` warns of
+them, naming any field they may be a typo of); a line naming another model is sent as
+written. An ``image_urls`` or ``last_frame_image`` entry that is not an ``http(s)://`` URL
+is a local image, relative to the batch file's folder: it must exist and be a JPEG, PNG,
+GIF or WebP before anything runs, and is uploaded when its line is submitted.
 
 A line's identity (:attr:`BatchLine.key`) is the hash of its canonical request body (local
 images as written in the file) plus its occurrence among identical lines, not its line
@@ -27,11 +30,25 @@ import attrs
 
 from .._convert import request_body
 from .._exceptions import RequestValidationError
-from .._models import ImageToVideo, VideoRequest
+from .._models import (
+    FIELDS,
+    KLING_V3,
+    KlingV3Request,
+    VideoRequest,
+    close_field,
+    unknown_field_hint,
+)
 from .._upload import image_type
 from ._options import validation_message
 
-__all__ = ["IMAGE_FIELDS", "BatchFileError", "BatchLine", "canonical_body", "read_batch"]
+__all__ = [
+    "IMAGE_FIELDS",
+    "BatchFileError",
+    "BatchLine",
+    "canonical_body",
+    "read_batch",
+    "unknown_fields_note",
+]
 
 #: The fields that name images: URLs, or local files.
 IMAGE_FIELDS = ("image_urls", "last_frame_image")
@@ -57,6 +74,8 @@ class BatchLine:
     """The request; local images are paths (relative to the batch file's folder)."""
     key: str
     """Stable identity: hash of the canonical body and the occurrence among identical lines."""
+    unknown_fields: tuple[str, ...] = ()
+    """The line's keys kling-v3 does not model, sent as extra fields."""
 
     @property
     def digest(self) -> str:
@@ -66,12 +85,16 @@ class BatchLine:
     @property
     def local_images(self) -> tuple[Path, ...]:
         """The images this line uploads before its request is sent."""
-        request = self.request
-        return request.local_images if isinstance(request, ImageToVideo) else ()
+        return self.request.local_images
 
     def filename(self) -> str:
-        """The video's file name: line number, prompt words, identity (never collides)."""
-        slug = re.sub(r"[^a-z0-9]+", "-", self.request.prompt.lower()).strip("-")[:32]
+        """The video's file name: line number, prompt words (of its first shot, without a
+        prompt), identity (never collides)."""
+        request = self.request
+        words = request.prompt
+        if words is None and isinstance(request, KlingV3Request) and request.multi_prompt:
+            words = request.multi_prompt[0].prompt
+        slug = re.sub(r"[^a-z0-9]+", "-", (words or "").lower()).strip("-")[:32]
         return f"{self.number:04d}-{slug.rstrip('-') or 'video'}-{self.digest}.mp4"
 
 
@@ -109,19 +132,49 @@ def read_batch(path: Path) -> list[BatchLine]:
         except RecursionError:
             problems.append(f"line {number}: not valid JSON: nested too deeply")
             continue
+        unknown = _unknown_fields(data)
         try:
             request, identity = _request(data, path.parent)
         except RequestValidationError as exc:
-            problems.append(f"line {number}: {validation_message(exc)}")
+            hints = "".join(f"; {key}: {unknown_field_hint(key)}" for key in unknown)
+            problems.append(f"line {number}: {validation_message(exc)}{hints}")
             continue
         digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
         seen[digest] += 1
-        lines.append(BatchLine(number, request, f"{digest}.{seen[digest]}"))
+        lines.append(BatchLine(number, request, f"{digest}.{seen[digest]}", unknown))
     if not problems and not lines:
         problems.append("no requests: the file has no non-blank lines")
     if problems:
         raise BatchFileError(path, problems)
     return lines
+
+
+def _unknown_fields(data: Any) -> tuple[str, ...]:
+    """The keys of a kling-v3 line the SDK does not model (a line naming another model has
+    none: all its fields are that model's)."""
+    if not isinstance(data, dict) or data.get("model", KLING_V3) not in (KLING_V3, None):
+        return ()
+    return tuple(str(key) for key in data if key not in FIELDS)
+
+
+def unknown_fields_note(lines: list[BatchLine]) -> str | None:
+    """One warning naming every field the lines send without the SDK knowing it, with the
+    lines using it and the field each may be a typo of; None if there are none."""
+    where: dict[str, list[int]] = {}
+    for line in lines:
+        for key in line.unknown_fields:
+            where.setdefault(key, []).append(line.number)
+    if not where:
+        return None
+    parts = []
+    for key, numbers in where.items():
+        shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+        close = close_field(key)
+        hint = f"; did you mean {close!r}?" if close else ""
+        parts.append(f"{key!r} (line{'s' if len(numbers) > 1 else ''} {shown}{hint})")
+    return "fields the SDK does not check are sent as given (the server decides): " + ", ".join(
+        parts
+    )
 
 
 def _request(data: Any, folder: Path) -> tuple[VideoRequest, str]:
@@ -142,24 +195,15 @@ def _request(data: Any, folder: Path) -> tuple[VideoRequest, str]:
         fields["image_urls"] = [image(value) for value in fields["image_urls"]]
     if fields.get("last_frame_image") is not None:
         fields["last_frame_image"] = image(fields["last_frame_image"])
-    request = VideoRequest.from_fields(fields)
-    if not isinstance(request, ImageToVideo) or not request.local_images:
+    request = VideoRequest.from_fields(fields, unknown="send")
+    if not request.local_images:
         return request, canonical_body(request)
-    for field in IMAGE_FIELDS:
-        values = getattr(request, field)
-        for value in values if isinstance(values, tuple) else (values,):
-            if isinstance(value, Path):
-                _check_image(value, field)
-
+    for field, path in request.image_fields():
+        _check_image(path, field)
     # The identity names each local image as the line wrote it (not its upload's URL,
     # which differs on every upload), through a stand-in URL that can never be fetched.
-    def stand_in(value: Any) -> Any:
-        return _WRITTEN_AS + quote(written[value]) if isinstance(value, Path) else value
-
-    as_written = attrs.evolve(
-        request,
-        image_urls=tuple(stand_in(value) for value in request.image_urls),
-        last_frame_image=stand_in(request.last_frame_image),
+    as_written = request.with_image_urls(
+        {path: _WRITTEN_AS + quote(value) for path, value in written.items()}
     )
     return request, canonical_body(as_written)
 

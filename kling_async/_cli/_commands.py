@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from .._convert import request_body
 from .._exceptions import KlingError, RequestValidationError, SubmissionUncertainError
-from .._models import ImageToVideo, VideoRequest
+from .._models import VideoRequest
 from .._session import KlingSession, check_idempotency_key
 from .._task import Task
 from ._jsonlines import emit, snapshot_record
@@ -48,6 +52,8 @@ OPTION_OF = {
     "last_frame_image": "--last-frame",
     "audio": "--audio",
     "watermark": "--watermark",
+    "shot_type": "--shot-type",
+    "multi_prompt": "--shot",
 }
 
 
@@ -57,6 +63,7 @@ def image_arg(value: str) -> str | Path:
 
 
 def _request_from_args(args: argparse.Namespace) -> VideoRequest:
+    shots = [{"index": n, **shot} for n, shot in enumerate(args.shot or [], 1)]
     fields: dict[str, Any] = {
         "prompt": args.prompt,
         "model": args.model,
@@ -68,11 +75,26 @@ def _request_from_args(args: argparse.Namespace) -> VideoRequest:
         "watermark": args.watermark,
         "image_urls": [image_arg(i) for i in args.image] if args.image else None,
         "last_frame_image": image_arg(args.last_frame) if args.last_frame else None,
+        "shot_type": args.shot_type,
+        "multi_prompt": shots or None,
     }
+    extras = dict(args.field or [])
+    for name in extras:
+        if name in OPTION_OF:
+            raise CLIError(f"--field {name}: set by {OPTION_OF[name]}, not by --field")
     try:
-        return VideoRequest.from_fields(fields)
+        request = VideoRequest.from_fields(fields)
+        if extras:
+            request = attrs.evolve(request, extra_fields={**request.extra_fields, **extras})
     except RequestValidationError as exc:  # the library's words, prefixed by the option
-        raise CLIError(f"{OPTION_OF.get(exc.field, exc.field)}: {validation_message(exc)}") from exc
+        raise CLIError(f"{_option_of(exc.field)}: {validation_message(exc)}") from exc
+    return request
+
+
+def _option_of(field: str) -> str:
+    """The option that sets a request field (``multi_prompt[2].duration``: ``--shot``)."""
+    root = re.split(r"[.\[]", field, maxsplit=1)[0]
+    return OPTION_OF.get(root, f"--field {root}")
 
 
 def _target(out: Path | None) -> Path | None:
@@ -154,7 +176,7 @@ async def _generate(
     console: Console | None,
 ) -> int:
     key: str = args.idempotency_key or new_idempotency_key()
-    local = isinstance(request, ImageToVideo) and bool(request.local_images)
+    local = bool(request.local_images)
     async with open_session(connection) as session:
         try:
             task = await session.submit(request, idempotency_key=key)
@@ -164,15 +186,8 @@ async def _generate(
                 message += f"; {_settle_hint(key)}"
             print(message, file=sys.stderr)
             raise
-        except SubmissionUncertainError as exc:
-            hint = _settle_hint(exc.idempotency_key, exc.request if local else None)
-            raise CLIError(f"{exc}. {hint}", EXIT_FAILED) from exc
-        except RequestValidationError as exc:  # e.g. an image that is not one: nothing sent
-            raise CLIError(
-                f"{OPTION_OF.get(exc.field, exc.field)}: {validation_message(exc)}"
-            ) from exc
         except KlingError as exc:
-            raise CLIError(f"submission refused: {exc}", EXIT_FAILED) from exc
+            raise _submit_error(exc, local) from exc
         if console is None:
             emit({"event": "submitted", "task_id": task.id})
         else:
@@ -193,6 +208,17 @@ async def _generate(
     return EXIT_OK
 
 
+def _submit_error(exc: KlingError, local: bool) -> CLIError:
+    """What a submit that made no task (as far as the session knows) tells the user: the
+    session's own verdict (uncertain, or refused) decided by the submission rules."""
+    if isinstance(exc, SubmissionUncertainError):  # retries ran out: settle it by its key
+        hint = _settle_hint(exc.idempotency_key, exc.request if local else None)
+        return CLIError(f"{exc}. {hint}", EXIT_FAILED)
+    if isinstance(exc, RequestValidationError):  # e.g. an image that is not one: nothing sent
+        return CLIError(f"{_option_of(exc.field)}: {validation_message(exc)}")
+    return CLIError(f"submission refused: {exc}", EXIT_FAILED)
+
+
 def _settle_hint(key: str, uploaded: VideoRequest | None = None) -> str:
     """How to learn, without paying twice, whether an uncertain submit made a task.
 
@@ -201,10 +227,11 @@ def _settle_hint(key: str, uploaded: VideoRequest | None = None) -> str:
     hint = (
         f"to settle it without paying twice, re-run the same command with --idempotency-key {key}"
     )
-    if isinstance(uploaded, ImageToVideo):
-        images = [f"--image {shlex.quote(str(url))}" for url in uploaded.image_urls]
-        if uploaded.last_frame_image is not None:
-            images.append(f"--last-frame {shlex.quote(str(uploaded.last_frame_image))}")
+    if uploaded is not None:
+        body = request_body(uploaded)
+        images = [f"--image {shlex.quote(str(url))}" for url in body.get("image_urls", ())]
+        if body.get("last_frame_image") is not None:
+            images.append(f"--last-frame {shlex.quote(str(body['last_frame_image']))}")
         hint += f" and {' '.join(images)} in place of the local files (already uploaded)"
     return hint
 

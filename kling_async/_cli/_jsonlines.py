@@ -67,6 +67,7 @@ def summary_record(run: BatchRun, out_dir: Path, journal: Path | None) -> dict[s
         "event": "summary",
         "ok": run.ok,
         "interrupted": run.interrupted,
+        "stopped_submitting": run.halted,
         "counts": {state: n for state, n in run.counts().items() if n},
         "cost": None if cost is None else attrs.asdict(cost),
         "out_dir": str(out_dir),

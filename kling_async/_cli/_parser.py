@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
-from .._models import ASPECT_RATIOS, MAX_DURATION, MIN_DURATION, MODES
+from .._models import (
+    ASPECT_RATIOS,
+    KLING_V3,
+    MAX_DURATION,
+    MAX_DURATION_I2V_OR_PRO,
+    MAX_SHOTS,
+    MIN_DURATION,
+    MODES,
+    SHOT_TYPES,
+)
 from ._options import DEFAULT_EMULATOR_TIME_SCALE, PROG
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "field_arg", "shot_arg"]
+
+
+def shot_arg(value: str) -> dict[str, Any]:
+    """A ``--shot PROMPT:SECONDS`` value, as one entry of the API's ``multi_prompt``."""
+    prompt, colon, seconds = value.rpartition(":")
+    if not colon or not seconds.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a shot is PROMPT:SECONDS, e.g. 'a cat wakes up:4'"
+        )
+    return {"prompt": prompt, "duration": int(seconds)}
+
+
+def field_arg(value: str) -> tuple[str, Any]:
+    """A ``--field NAME=JSON`` value: a field sent as is, the SDK not modelling it."""
+    name, equals, raw = value.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: a field is NAME=JSON, e.g. cfg_scale=0.5")
+    try:
+        return name.strip(), json.loads(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: the value must be JSON; a string goes in double quotes, e.g. "
+            f"{name}='\"{raw}\"'"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,25 +124,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit one video, show progress, download it",
         description="Submit one generation, show its progress, download the MP4.",
     )
-    gen.add_argument("prompt", help="what the video shows")
-    gen.add_argument("--model", default="kling-v3", help="model name (default %(default)s)")
     gen.add_argument(
-        "--mode", choices=MODES, default="std", help="std = 720p, pro = 1080p (default %(default)s)"
+        "prompt",
+        nargs="?",
+        help="what the video shows (with --shot, each shot's own prompt replaces it)",
+    )
+    gen.add_argument(
+        "--model",
+        default=KLING_V3,
+        help=f"model name (default %(default)s); the options below follow {KLING_V3}'s rules, "
+        "and for another model only what is given is sent, the server checking it",
+    )
+    gen.add_argument(
+        "--mode",
+        metavar="MODE",
+        help=f"{' | '.join(MODES)}: 720p, 1080p or 4K (default std)",
     )
     gen.add_argument(
         "--duration",
         type=int,
-        choices=range(MIN_DURATION, MAX_DURATION + 1),
-        default=5,
         metavar="SECONDS",
         help=f"whole seconds, {MIN_DURATION}-{MAX_DURATION} (image-to-video and pro: at most "
-        "10; default %(default)s)",
+        f"{MAX_DURATION_I2V_OR_PRO}; default 5, or the shots' total with --shot)",
     )
     gen.add_argument(
         "--aspect-ratio",
-        choices=ASPECT_RATIOS,
-        default="16:9",
-        help="frame shape (default %(default)s; an image's own shape may override it)",
+        metavar="RATIO",
+        help=f"frame shape, {' | '.join(ASPECT_RATIOS)} (default 16:9; an image's own shape "
+        "may override it)",
     )
     gen.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
     gen.add_argument(
@@ -121,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--last-frame",
         metavar="URL|FILE",
         help="last-frame image, an http(s) URL or a local file (with --image)",
+    )
+    gen.add_argument(
+        "--shot",
+        action="append",
+        type=shot_arg,
+        metavar="PROMPT:SECONDS",
+        help=f"one shot of a multi-shot video, in order (repeat, {MAX_SHOTS} at most); the "
+        "shots' seconds add up to --duration",
+    )
+    gen.add_argument(
+        "--shot-type",
+        metavar="TYPE",
+        help=f"{' | '.join(SHOT_TYPES)}: the shots given with --shot (the default with "
+        "them), or split by the model from the prompt",
+    )
+    gen.add_argument(
+        "--field",
+        action="append",
+        type=field_arg,
+        metavar="NAME=JSON",
+        help="a request field the options do not cover, sent as is (repeatable), e.g. "
+        "--field cfg_scale=0.5 or --field 'resolution=\"1080p\"'",
     )
     gen.add_argument("--audio", action=argparse.BooleanOptionalAction, help="generate audio")
     gen.add_argument("--watermark", action=argparse.BooleanOptionalAction, help="add a watermark")
@@ -150,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         "file",
         type=Path,
         metavar="FILE.jsonl",
-        help="one JSON request per line; image_urls / last_frame_image entries that are not "
-        "http(s) URLs are local files, relative to this file's directory",
+        help="one JSON request per line with the API's field names (multi_prompt, shot_type "
+        "and multi_shot for multi-shot; fields the SDK does not know are sent as given, with "
+        "a warning); image_urls / last_frame_image entries that are not http(s) URLs are "
+        "local files, relative to this file's directory",
     )
     batch.add_argument(
         "--out",

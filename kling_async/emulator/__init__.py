@@ -1,7 +1,10 @@
 """A local emulator of the Kling v3 video API: tests, benchmarks and demos run on it.
 
 It speaks the API of ``API.md``: submit (with ``Idempotency-Key`` and the
-``X-APIMart-Response-Version: 2026-07-27`` object shape), status with pending →
+``X-APIMart-Response-Version: 2026-07-27`` object shape) for kling-v3 (4k, multi-shot),
+kling-v3-omni and kling-3.0-turbo, each body checked as its model documents (see
+``_validation``; ``unknown_fields`` accepts or refuses fields a model does not have),
+status with pending →
 processing → final state, progress, ``estimated_time``, image uploads
 (``POST /v1/uploads/images``), and signed, expiring URLs on a second "storage" origin
 serving a real MP4 and the uploaded images. It is usable in-process or as a command
@@ -50,6 +53,7 @@ from ._config import (
     ProgressShape,
     Route,
     RunDistribution,
+    UnknownFields,
     When,
 )
 from ._server import Emulator
@@ -71,6 +75,7 @@ __all__ = [
     "Script",
     "Stats",
     "TaskRecord",
+    "UnknownFields",
     "When",
     "build_parser",
     "config_from_args",

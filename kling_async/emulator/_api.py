@@ -37,7 +37,7 @@ from ._idempotency import REPLAYED_HEADER, Remembered, fingerprint, key_error
 from ._state import EmulatorState, bearer_token
 from ._tasks import new_task_id
 from ._uploads import UploadError, read_upload, sniff_image
-from ._validation import submission_error
+from ._validation import prompt_of, submission_error
 
 __all__ = ["VERSION_HEADER", "build_api_app"]
 
@@ -59,8 +59,7 @@ def _parse(raw: bytes) -> Any:
 async def _prompt_of(request: web.Request) -> str:
     """The prompt of a submit body (read once; aiohttp caches it for the handler)."""
     body = _parse(await request.read())
-    prompt = body.get("prompt") if isinstance(body, dict) else None
-    return prompt if isinstance(prompt, str) else ""
+    return prompt_of(body) if isinstance(body, dict) else ""
 
 
 def _token_of(request: web.BaseRequest) -> str:
@@ -87,7 +86,10 @@ class _ApiHandlers:
         """The 429 or 401 a request gets before any real work, if any."""
         state = self._state
         if state.over_rate_limit(now):
-            return rate_limited(state.errors, format_seconds(state.config.retry_after))
+            config = state.config
+            return rate_limited(
+                state.errors, format_seconds(config.retry_after), config.rate_limit_code
+            )
         if not state.authorized(request.headers.get("Authorization")):
             state.stats.rejected_auth += 1
             return state.errors.response(401, "invalid or missing API key")
@@ -121,7 +123,9 @@ class _ApiHandlers:
         if kind == "hang":
             return await hang(request)
         if kind in ERROR_KINDS:
-            return error_response(fault, state.errors, state.config.retry_after)
+            return error_response(
+                fault, state.errors, state.config.retry_after, state.config.rate_limit_code
+            )
         if kind == "echo_key":
             return echo_error(state.errors, _token_of(request))
         if kind == "truncated":
@@ -161,7 +165,9 @@ class _ApiHandlers:
                 "(send a new key for a changed request)"
             )
             return _Answer(state.errors.response(409, message, param=KEY_HEADER))
-        error = submission_error(body, state.image_url_problem)
+        error = submission_error(
+            body, state.image_url_problem, unknown_fields=state.config.unknown_fields
+        )
         if error is not None:
             stats.rejected_invalid += 1
             return _Answer(state.errors.invalid(error))
@@ -255,7 +261,9 @@ class _ApiHandlers:
             if kind == "hang":
                 return await hang(request)
             if kind in ERROR_KINDS:
-                return error_response(fault, state.errors, state.config.retry_after)
+                return error_response(
+                    fault, state.errors, state.config.retry_after, state.config.rate_limit_code
+                )
             if kind == "echo_key" and (task is None or state.rng.random() < 0.5):
                 return echo_error(state.errors, _token_of(request))
             if kind == "slow":

@@ -25,6 +25,7 @@ from ._config import (
     PROGRESS_SHAPES,
     REALISTIC,
     RUN_DISTRIBUTIONS,
+    UNKNOWN_FIELDS,
     EmulatorConfig,
 )
 from ._server import Emulator
@@ -126,6 +127,20 @@ _KNOBS: tuple[_Knob, ...] = (
         default_text="unlimited",
     ),
     _Knob("retry_after", "real seconds sent in Retry-After with 429s"),
+    _Knob(
+        "rate_limit_code",
+        "upstream Kling code in the body of the emulator's 429s (rate limit and random 429 "
+        "faults): 1302 slow down, 1303 too many at once, 1101/1102 in arrears or out of "
+        "quota, 1100/1304 account or IP refused",
+        type=int,
+        default_text="the error style's own",
+    ),
+    _Knob(
+        "unknown_fields",
+        "a submit field its model does not document: accept it, or refuse it with a 400 naming it",
+        type=None,
+        choices=UNKNOWN_FIELDS,
+    ),
     _Knob("fault_rate", "probability of a random fault per API request"),
     _Knob(
         "fault_kinds",

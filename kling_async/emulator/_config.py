@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_FAULT_KINDS",
     "ERROR_STYLES",
     "FAULT_KINDS",
+    "UNKNOWN_FIELDS",
     "OUTCOMES",
     "PROGRESS_SHAPES",
     "REALISTIC",
@@ -30,6 +31,7 @@ __all__ = [
     "ProgressShape",
     "Route",
     "RunDistribution",
+    "UnknownFields",
     "When",
     "format_seconds",
     "kind_applies",
@@ -41,6 +43,8 @@ RunDistribution = Literal["lognormal", "uniform"]
 """How a job's run time is drawn around its estimate (`EmulatorConfig.run_distribution`)."""
 ErrorStyle = Literal["code", "error_object", "success_false", "mixed"]
 """The shape of error bodies (`EmulatorConfig.error_style`)."""
+UnknownFields = Literal["accept", "refuse"]
+"""What the emulator does with request fields it does not model (`unknown_fields`)."""
 Route = Literal["submit", "status", "upload", "storage", "any"]
 """Which requests a `Fault` hits; "any" is the API's routes, not storage downloads."""
 When = Literal["before", "after"]
@@ -51,6 +55,7 @@ Outcome = Literal["completed", "failed", "cancelled"]
 PROGRESS_SHAPES: tuple[str, ...] = ("linear", "steps", "stuck", "eased")
 RUN_DISTRIBUTIONS: tuple[str, ...] = ("lognormal", "uniform")
 ERROR_STYLES: tuple[str, ...] = ("code", "error_object", "success_false", "mixed")
+UNKNOWN_FIELDS: tuple[str, ...] = ("accept", "refuse")
 OUTCOMES: tuple[str, ...] = ("completed", "failed", "cancelled")
 ROUTES: tuple[str, ...] = ("submit", "status", "upload", "storage", "any")
 API_ROUTES: tuple[str, ...] = ("submit", "status", "upload")
@@ -223,6 +228,15 @@ class EmulatorConfig:
     """Most API requests accepted in any 1 s sliding window; more get 429."""
     retry_after: float = attrs.field(default=1.0, validator=_non_negative)
     """Real seconds sent in Retry-After with every 429."""
+    rate_limit_code: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_whole_number)
+    )
+    """The upstream Kling code in the body of the emulator's 429s (its rate limit and
+    random "429" faults): 1302 slow down, 1303 too many at once, 1101/1102 in arrears or
+    out of quota, 1100/1304 account or IP refused; None sends the error style's own."""
+    unknown_fields: UnknownFields = attrs.field(default="accept", validator=_one_of(UNKNOWN_FIELDS))
+    """A submit field its model does not document: "accept" it (sent on, unchecked) or
+    "refuse" it with a 400 naming it, as a strict gateway would."""
     fault_rate: float = attrs.field(default=0.0, validator=_probability)
     """Probability that an API request gets a random fault from `fault_kinds`."""
     fault_kinds: tuple[str, ...] = attrs.field(
@@ -265,6 +279,8 @@ class EmulatorConfig:
 def _check_fault(fault: Fault) -> None:
     if fault.kind == "429" and fault.when == "after":
         raise ValueError("a 429 refuses the request: it cannot come after the task was created")
+    if fault.code is not None and fault.kind != "429":
+        raise ValueError(f"code: only a 429 carries an upstream code (kind {fault.kind!r})")
     if fault.retry_after is not None:
         if fault.kind != "429":
             raise ValueError(f"retry_after: only a 429 sends Retry-After (kind {fault.kind!r})")
@@ -285,7 +301,9 @@ class Fault:
     downloads. On submit and upload, `when="before"` fails the request without creating
     anything and `when="after"` creates the task (or stores the image), then fails the
     response (the ambiguous case). `retry_after` (429 only) is sent verbatim as the
-    ``Retry-After`` header instead of the config's, e.g. "inf", "-1" or an HTTP date.
+    ``Retry-After`` header instead of the config's, e.g. "inf", "-1" or an HTTP date;
+    `code` (429 only) is the upstream Kling code its body carries instead of the config's
+    ``rate_limit_code`` (1101 in arrears, 1303 too many at once...).
     """
 
     kind: str = attrs.field(validator=_one_of(tuple(sorted(FAULT_KINDS))))
@@ -295,6 +313,7 @@ class Fault:
     retry_after: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
     )
+    code: int | None = attrs.field(default=None, validator=attrs.validators.optional(_whole_number))
 
     def __attrs_post_init__(self) -> None:
         _check_fault(self)

@@ -4,7 +4,9 @@ How each kind reaches the wire:
 
 =================  ==========================================================
 "429"              429, JSON error body, ``Retry-After: <retry_after>`` (the
-                   fault's own verbatim string if it has one)
+                   fault's own verbatim string if it has one); the body's ``code``
+                   is the fault's upstream ``code`` (else ``rate_limit_code``), see
+                   `UPSTREAM_CODES`
 "500"/"502"/"503"  that status, JSON error body
 "html"             502 with an nginx-style HTML page (``text/html``)
 "reset"            the TCP connection is aborted with an RST, no response at all
@@ -44,6 +46,7 @@ from ._errors import ErrorWriter, json_response
 
 __all__ = [
     "ERROR_KINDS",
+    "UPSTREAM_CODES",
     "FaultBox",
     "drop_connection",
     "echo_error",
@@ -57,6 +60,15 @@ __all__ = [
 ERROR_KINDS = frozenset({"429", "500", "502", "503", "html", "body_error"})
 """Kinds answered by a canned error response instead of the real one."""
 
+#: Upstream Kling codes a 429 may carry (API.md section 5), and the message sent with each.
+UPSTREAM_CODES: dict[int, str] = {
+    1100: "account abnormal: generation is disabled for this account",
+    1101: "account in arrears: the balance is exhausted",
+    1102: "resource pack exhausted or expired: the quota is used up",
+    1302: "rate limit exceeded, retry later",
+    1303: "too many tasks at once for the account's package, retry later with fewer",
+    1304: "the caller's IP address is not on the account's allow-list",
+}
 _MESSAGES = {
     429: "rate limit exceeded, retry later",
     500: "internal server error",
@@ -121,8 +133,11 @@ class FaultBox:
         return Fault(kind, route=cast(Route, route), when=when)
 
 
-def error_response(fault: Fault, errors: ErrorWriter, retry_after: float) -> web.Response:
-    """The canned response for an error-shaped fault kind (see `ERROR_KINDS`)."""
+def error_response(
+    fault: Fault, errors: ErrorWriter, retry_after: float, code: int | None = None
+) -> web.Response:
+    """The canned response for an error-shaped fault kind (see `ERROR_KINDS`); a 429
+    carries the fault's upstream code, else `code` (the config's ``rate_limit_code``)."""
     kind = fault.kind
     if kind == "html":
         return web.Response(text=_HTML, status=502, content_type="text/html")
@@ -131,13 +146,15 @@ def error_response(fault: Fault, errors: ErrorWriter, retry_after: float) -> web
     status = int(kind)
     if status == 429:
         value = fault.retry_after if fault.retry_after is not None else format_seconds(retry_after)
-        return rate_limited(errors, value)
+        return rate_limited(errors, value, fault.code if fault.code is not None else code)
     return errors.response(status, _MESSAGES[status])
 
 
-def rate_limited(errors: ErrorWriter, retry_after: str) -> web.Response:
-    """A 429 with ``Retry-After: <retry_after>``."""
-    return errors.response(429, _MESSAGES[429], headers={"Retry-After": retry_after})
+def rate_limited(errors: ErrorWriter, retry_after: str, code: int | None = None) -> web.Response:
+    """A 429 with ``Retry-After: <retry_after>``; with an upstream `code`, the body carries
+    it and its message (`UPSTREAM_CODES`), as gateways pass on Kling's own."""
+    message = UPSTREAM_CODES.get(code, _MESSAGES[429]) if code is not None else _MESSAGES[429]
+    return errors.response(429, message, code=code, headers={"Retry-After": retry_after})
 
 
 def echo_error(errors: ErrorWriter, token: str) -> web.Response:

@@ -21,6 +21,7 @@ from ._signing import UrlSigner
 from ._stats import SlidingWindow, Stats
 from ._tasks import DEFAULT_ERROR, Job, Script, cost_units, estimate_for, new_task_id, progress_at
 from ._uploads import Upload, UploadStore
+from ._validation import prompt_of
 
 __all__ = ["RESPONSE_VERSION", "EmulatorState", "bearer_token"]
 
@@ -115,9 +116,12 @@ class EmulatorState:
         """Create a job for a validated submit body, its fate drawn now."""
         config = self.config
         now = time.time()
-        prompt: str = body["prompt"]
+        prompt = prompt_of(body)
         estimate = estimate_for(
-            config.estimated_time, body.get("mode", "std"), body.get("duration", 5)
+            config.estimated_time,
+            body.get("mode", body.get("resolution", "std")),
+            body.get("duration", 5),
+            model=body["model"],
         )
         script = self._script_for(prompt)
         timing = draw_timing(config, self.rng, estimate, script.time_factor if script else 1.0)

@@ -26,7 +26,8 @@ __all__ = [
 ]
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in ULIDs
-_MODE_FACTOR = {"std": 1.0, "pro": 1.5}
+_MODE_FACTOR = {"std": 1.0, "720p": 1.0, "pro": 1.5, "1080p": 1.5, "4k": 2.5}
+_MODEL_FACTOR = {"kling-3.0-turbo": 0.6}  # built for speed; the others as kling-v3
 _PER_SECOND = 0.12  # each second of video over (under) 5 adds (takes) 12 % of the estimate
 
 DEFAULT_ERROR: dict[str, Any] = {
@@ -40,20 +41,21 @@ def new_task_id(rng: random.Random) -> str:
     return "task_" + "".join(rng.choices(_ID_ALPHABET, k=26))
 
 
-def estimate_for(base: float, mode: str, duration: int) -> float:
-    """The emulated estimate for a job, scaled from the std 5 s `base`.
+def estimate_for(base: float, mode: str, duration: int, *, model: str = "kling-v3") -> float:
+    """The emulated estimate for a job, scaled from the kling-v3 std 5 s `base`.
 
-    pro x1.5; the duration factor is linear, 1 + 0.12 x (seconds - 5): 3 s x0.76,
-    5 s x1, 10 s x1.6, 15 s x2.2.
+    pro (or 1080p) x1.5, 4k x2.5 (slower than pro); kling-3.0-turbo x0.6; the duration
+    factor is linear, 1 + 0.12 x (seconds - 5): 3 s x0.76, 5 s x1, 10 s x1.6, 15 s x2.2.
     """
-    return base * _MODE_FACTOR.get(mode, 1.0) * (1.0 + _PER_SECOND * (duration - 5))
+    factor = _MODE_FACTOR.get(mode, 1.0) * _MODEL_FACTOR.get(model, 1.0)
+    return base * factor * (1.0 + _PER_SECOND * (duration - 5))
 
 
 def cost_units(body: dict[str, Any]) -> float:
-    """What a task bills, in seconds of std video: its duration, x1.5 in pro."""
+    """What a task bills, in seconds of std video: its duration, x1.5 in pro, x2.5 in 4k."""
     duration = body.get("duration", 5)
     seconds = duration if isinstance(duration, int | float) else 5
-    return seconds * _MODE_FACTOR.get(body.get("mode", "std"), 1.0)
+    return seconds * _MODE_FACTOR.get(body.get("mode", body.get("resolution", "std")), 1.0)
 
 
 def progress_at(shape: str, fraction: float, step: int = 25) -> int:

@@ -25,6 +25,10 @@ const formError = document.getElementById("form-error");
 const list = document.getElementById("tasks");
 const noTasks = document.getElementById("no-tasks");
 const template = document.getElementById("card-template");
+const shotList = document.getElementById("shot-list");
+const shotTemplate = document.getElementById("shot-template");
+const addShot = document.getElementById("add-shot");
+const MAX_SHOTS = 6; // kling-v3 takes 1 to 6 shots
 
 const cards = new Map(); // task id -> its card's state (see addCard)
 const waiting = []; // ids of cards waiting for a free stream slot
@@ -102,12 +106,26 @@ function messageOf(status, body) {
 
 // -- cards -------------------------------------------------------------------------------
 
+// What a card is called: its prompt, else its first shot's, else its id.
+function titleOf(entry) {
+  return entry.prompt || entry.multi_prompt?.[0]?.prompt || entry.id;
+}
+
 function addCard(entry, atTop) {
   const el = template.content.firstElementChild.cloneNode(true);
-  const title = entry.prompt || entry.id;
+  const title = titleOf(entry);
   el.dataset.taskId = entry.id;
   el.querySelector(".prompt").textContent = title;
-  const meta = [entry.mode, entry.duration ? `${entry.duration} s` : "", entry.id];
+  const shots = entry.multi_prompt?.length;
+  const seconds = shots
+    ? entry.multi_prompt.reduce((sum, shot) => sum + shot.duration, 0)
+    : entry.duration;
+  const meta = [
+    entry.mode,
+    seconds ? `${seconds} s` : "",
+    shots ? `${shots} shot${shots > 1 ? "s" : ""}` : "",
+    entry.id,
+  ];
   el.querySelector(".meta").textContent = meta.filter(Boolean).join(" · ");
   el.querySelector("progress").setAttribute("aria-label", `Progress of “${title}”`);
   const remove = el.querySelector(".remove");
@@ -156,7 +174,7 @@ function showVideo(card, urls) {
   video.controls = true;
   video.preload = "metadata";
   video.playsInline = true;
-  video.setAttribute("aria-label", `Video of “${card.entry.prompt || card.entry.id}”`);
+  video.setAttribute("aria-label", `Video of “${titleOf(card.entry)}”`);
   video.src = urls[0];
   video.addEventListener("error", () => {
     const p = document.createElement("p");
@@ -297,6 +315,47 @@ function retryLater(card, reason, retryAfter) {
   }, wait * 1000);
 }
 
+// -- the shot list ----------------------------------------------------------------------
+
+// Number the shots and name their controls after their place ("Shot 2 prompt"...).
+function renumberShots() {
+  [...shotList.children].forEach((row, i) => {
+    const n = i + 1;
+    const prompt = row.querySelector(".shot-prompt");
+    const seconds = row.querySelector(".shot-seconds");
+    prompt.id = `shot-${n}-prompt`;
+    seconds.id = `shot-${n}-seconds`;
+    row.querySelector(".shot-prompt-label").htmlFor = prompt.id;
+    row.querySelector(".shot-prompt-label").textContent = `Shot ${n} prompt`;
+    row.querySelector(".shot-seconds-label").htmlFor = seconds.id;
+    seconds.setAttribute("aria-label", `Shot ${n} seconds`);
+    row.querySelector(".remove-shot").setAttribute("aria-label", `Remove shot ${n}`);
+  });
+  addShot.disabled = shotList.children.length >= MAX_SHOTS;
+}
+
+addShot.addEventListener("click", () => {
+  const row = shotTemplate.content.firstElementChild.cloneNode(true);
+  row.querySelector(".remove-shot").addEventListener("click", () => {
+    const next = row.nextElementSibling || row.previousElementSibling;
+    row.remove();
+    renumberShots();
+    (next ? next.querySelector(".shot-prompt") : addShot).focus();
+  });
+  shotList.append(row);
+  renumberShots();
+  row.querySelector(".shot-prompt").focus();
+});
+
+// The shots as the API's multi_prompt (the service numbers them), or null for none.
+function shotsOf() {
+  const shots = [...shotList.children].map((row) => ({
+    prompt: row.querySelector(".shot-prompt").value,
+    duration: Number(row.querySelector(".shot-seconds").value),
+  }));
+  return shots.length ? shots : null;
+}
+
 // -- submitting --------------------------------------------------------------------------
 
 function showFormError(message) {
@@ -308,11 +367,12 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const button = form.querySelector("button[type=submit]");
   const fields = new FormData(form);
-  const request = {
-    prompt: String(fields.get("prompt")),
-    mode: String(fields.get("mode")),
-    duration: Number(fields.get("duration")),
-  };
+  const shots = shotsOf();
+  const prompt = String(fields.get("prompt")).trim();
+  const request = { mode: String(fields.get("mode")) };
+  if (prompt || !shots) request.prompt = prompt;
+  if (shots) request.multi_prompt = shots; // the video lasts the shots' total
+  else request.duration = Number(fields.get("duration"));
   formError.hidden = true;
   button.disabled = true; // submitting is paid: no double submit while one is on its way
   try {
