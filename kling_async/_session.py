@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
@@ -29,7 +28,13 @@ from ._forecast import Forecaster
 from ._models import TaskSnapshot, VideoRequest, VideoResult, check_task_id
 from ._poller import Poller, PollStats
 from ._retry import is_transient, retrying
-from ._submission import Outcome, Submission, classify
+from ._submission import (
+    Outcome,
+    Submission,
+    check_idempotency_key,
+    classify,
+    new_idempotency_key,
+)
 from ._task import Task, result_of
 from ._transport import AiohttpTransport, Transport
 from ._upload import read_image, upload_image
@@ -37,7 +42,7 @@ from ._upload import read_image, upload_image
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["KlingSession", "check_idempotency_key"]
+__all__ = ["KlingSession"]
 
 logger = logging.getLogger("kling_async")
 
@@ -45,17 +50,6 @@ T = TypeVar("T")
 
 SUBMIT_PATH = "/v1/videos/generations"
 REDIS_URL_ENV = "KLING_REDIS_URL"
-MAX_KEY_LENGTH = 191
-
-
-def check_idempotency_key(key: object) -> str:
-    """``key`` if it is a valid ``Idempotency-Key`` (1-191 visible ASCII characters)."""
-    rule = f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (no spaces)"
-    return header_token(key, "idempotency_key", rule, longest=MAX_KEY_LENGTH)
-
-
-def _new_key() -> str:
-    return "kling-async-" + secrets.token_hex(16)
 
 
 def _coordinator(redis: str | Redis | None, api_key: str, poll: PollPolicy) -> Coordinator:
@@ -213,7 +207,10 @@ class KlingSession:
                 "expected a TextToVideo, ImageToVideo or GenericRequest, got "
                 f"{type(request).__name__}"
             )
-        key = _new_key() if idempotency_key is None else check_idempotency_key(idempotency_key)
+        if idempotency_key is None:
+            key = new_idempotency_key()
+        else:
+            key = check_idempotency_key(idempotency_key)
         return await self._run(self._submit(request, key))
 
     async def _submit(self, request: VideoRequest, key: str) -> Task:

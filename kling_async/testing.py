@@ -56,9 +56,8 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import attrs
 
-from ._config import PollPolicy, RetryPolicy
+from ._config import PollPolicy, RetryPolicy, scaled_poll
 from ._session import KlingSession
 from .emulator import Emulator, EmulatorConfig, Fault, Script
 from .emulator._config import Route
@@ -91,22 +90,6 @@ FAST_POLL = PollPolicy(
 
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.1)
 """Retry transient errors within milliseconds (a 429's Retry-After is still honoured)."""
-
-
-def scaled_poll(time_scale: float, max_requests_per_second: float | None = None) -> PollPolicy:
-    """The default :class:`PollPolicy` seen through an emulator clock ``time_scale`` times
-    faster (``--time-scale``): intervals divided by it, the request cap multiplied by it
-    unless given. Measured so, a schedule is the default one, only faster."""
-    if not time_scale > 0:
-        raise ValueError(f"time_scale: must be > 0 (got {time_scale!r})")
-    default = PollPolicy()
-    return attrs.evolve(
-        default,
-        min_interval=default.min_interval / time_scale,
-        max_interval=default.max_interval / time_scale,
-        max_requests_per_second=max_requests_per_second
-        or default.max_requests_per_second * time_scale,
-    )
 
 
 _FAST_DEFAULTS: dict[str, Any] = {"time_scale": 600.0, "retry_after": 0.05, "slow_delay": 0.5}
