@@ -21,8 +21,9 @@ from kling_async import (
     RateLimitError,
     TextToVideo,
 )
-from kling_async._cli._batch import BatchOptions, BatchRun
+from kling_async._cli._batch import BatchRun
 from kling_async._cli._gate import SubmitGate
+from kling_async._cli._jobs import BatchOptions
 from kling_async._cli._journal import Journal
 from kling_async._client import error_from_response
 from kling_async.emulator import Emulator, Fault

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kling_async import KlingSession
-from kling_async._cli._batch import BatchOptions, BatchRun, Job
+from kling_async._cli._batch import BatchRun
 from kling_async._cli._batchfile import BatchLine, read_batch
+from kling_async._cli._jobs import BatchOptions, Job
 from kling_async._cli._journal import Journal
 from kling_async.emulator import Emulator
 from kling_async.testing import fast_config, session_for

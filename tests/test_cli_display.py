@@ -21,8 +21,9 @@ from cli_support import (
 from rich.console import Console
 
 from kling_async import TextToVideo
-from kling_async._cli._batch import BatchRun, Job
+from kling_async._cli._batch import BatchRun
 from kling_async._cli._batchfile import BatchLine
+from kling_async._cli._jobs import Job
 from kling_async._cli._main import main
 from kling_async._cli._parser import build_parser
 from kling_async._cli._progress import (
