@@ -42,7 +42,7 @@ TASKS = 300
 
 
 def redis_window() -> float:
-    from kling_async._redis import WINDOW
+    from kling_async._redisbudget import WINDOW
 
     return WINDOW
 

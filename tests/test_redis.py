@@ -11,7 +11,9 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from kling_async import KlingSession, PollPolicy, TextToVideo
-from kling_async._redis import HOLD, RedisCoordinator, namespace
+from kling_async._redis import RedisCoordinator, namespace
+from kling_async._redisbudget import HOLD
+from kling_async._redisleases import Leases
 from kling_async.emulator import Emulator
 from kling_async.testing import FAST_RETRY, fast_config
 
@@ -296,17 +298,18 @@ async def test_close_returns_even_if_the_client_swallows_the_cancellation(
     """A cancellation the Redis client swallows mid-command (as redis-py sometimes does)
     does not keep the coordinator's background loop running: close() still returns."""
     swallowed = asyncio.Event()
-    leases = RedisCoordinator._leases
+    refresh = Leases.refresh
 
-    async def leases_swallowing_one_cancel(self: RedisCoordinator) -> None:
+    async def refresh_swallowing_one_cancel(self: Leases, life: float) -> tuple[list[str], int]:
         if swallowed.is_set():
-            return await leases(self)
+            return await refresh(self, life)
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
             swallowed.set()  # and carry on, as if the command had completed
+        return [], 1
 
-    monkeypatch.setattr(RedisCoordinator, "_leases", leases_swallowing_one_cancel)
+    monkeypatch.setattr(Leases, "refresh", refresh_swallowing_one_cancel)
     coordinator = RedisCoordinator(redis_server.url, KEY, POLL)
     coordinator.bind(Sink())
     coordinator.watch("task_x")
