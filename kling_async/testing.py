@@ -112,15 +112,18 @@ def realistic_config(**overrides: Any) -> EmulatorConfig:
     return EmulatorConfig.realistic(**{**_FAST_DEFAULTS, **overrides})
 
 
-def session_for(emulator: Emulator, **options: Any) -> KlingSession:
+def session_for(emulator: Emulator | EmulatorProcess | str, **options: Any) -> KlingSession:
     """A new (not yet entered) session bound to ``emulator`` with fast poll and retry policies.
 
-    ``options`` are :class:`KlingSession` keywords and override the defaults
-    (``api_key=TEST_API_KEY``, ``poll=FAST_POLL``, ``retry=FAST_RETRY``).
+    ``emulator`` is an :class:`~kling_async.emulator.Emulator`, an :class:`EmulatorProcess`
+    or the base URL of any server that speaks the API. ``options`` are
+    :class:`KlingSession` keywords and override the defaults (``api_key=TEST_API_KEY``,
+    ``poll=FAST_POLL``, ``retry=FAST_RETRY``).
     """
     settings: dict[str, Any] = {"api_key": TEST_API_KEY, "poll": FAST_POLL, "retry": FAST_RETRY}
     settings.update(options)
-    return KlingSession(base_url=emulator.url, **settings)
+    url = emulator if isinstance(emulator, str) else emulator.url
+    return KlingSession(base_url=url, **settings)
 
 
 @contextlib.asynccontextmanager

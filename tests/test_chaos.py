@@ -8,7 +8,7 @@ import random
 import time
 from typing import Any
 
-from conftest import API_KEY, stray_tasks
+from support.sessions import API_KEY, stray_tasks
 
 from kling_async import (
     GenericRequest,

@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_support import (
-    FAST_POLL,
-    EmulatorProcess,
+from rich.console import Console
+from support.cli import (
+    CLI_POLL_ARGS,
+    SyncEmulator,
     batch_args,
     events_of,
     prompts,
     run_cli,
     write_batch,
 )
-from rich.console import Console
 
 from kling_async import TextToVideo
 from kling_async._cli._batch import BatchRun
@@ -169,7 +169,7 @@ def test_summary_is_a_table_on_a_terminal(tmp_path: Path) -> None:
     assert "┃" in text or "│" in text
 
 
-def test_batch_summary_to_a_pipe_is_plain_rows(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_batch_summary_to_a_pipe_is_plain_rows(emu: SyncEmulator, tmp_path: Path) -> None:
     """A batch whose stdout is a pipe prints one plain row per line, then the counts."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     args = [a for a in batch_args(file, tmp_path / "out", emu) if a != "--json"]
@@ -185,7 +185,7 @@ def test_batch_summary_to_a_pipe_is_plain_rows(emu: EmulatorProcess, tmp_path: P
     assert not set("┃│━─") & set(result.stdout)
 
 
-def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_generate_creates_a_missing_out_folder(emu: SyncEmulator, tmp_path: Path) -> None:
     """``generate --out new/deeper/x.mp4`` creates the missing folders, as --help says."""
     result = run_cli(
         "generate",
@@ -196,7 +196,7 @@ def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: P
         emu.url,
         "--api-key",
         "k",
-        *FAST_POLL,
+        *CLI_POLL_ARGS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -207,10 +207,10 @@ def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: P
 
 
 def test_generate_with_a_known_idempotency_key_returns_its_task(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """generate with a known --idempotency-key gets its task again; a bad key sends nothing."""
-    common = ["--base-url", emu.url, "--api-key", "k", "--json", *FAST_POLL]
+    common = ["--base-url", emu.url, "--api-key", "k", "--json", *CLI_POLL_ARGS]
     ids = []
     for name in ("a.mp4", "b.mp4"):
         result = run_cli(

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import stray_tasks
-from scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.sessions import stray_tasks
 
 from kling_async import (
     DownloadError,

@@ -7,7 +7,7 @@ import random
 import time
 
 import pytest
-from conftest import fast_session, stray_tasks
+from support.sessions import fast_session, stray_tasks
 
 from kling_async import KlingError, RetryPolicy, SessionClosedError, TextToVideo
 from kling_async.emulator import Emulator, EmulatorConfig, Fault

@@ -15,7 +15,7 @@ from kling_async._redis import RedisCoordinator, namespace
 from kling_async._redisbudget import HOLD
 from kling_async._redisleases import Leases
 from kling_async.emulator import Emulator
-from kling_async.testing import FAST_RETRY, fast_config
+from kling_async.testing import fast_config, session_for
 
 KEY = "sk-redis-test-0123456789"
 POLL = PollPolicy(min_interval=0.02, max_interval=0.3, max_requests_per_second=200)
@@ -32,9 +32,7 @@ async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> b
 
 def session_on(emu: Emulator, redis_url: str, **options: object) -> KlingSession:
     options.setdefault("poll", POLL)
-    return KlingSession(  # type: ignore[arg-type]
-        api_key=KEY, base_url=emu.url, retry=FAST_RETRY, redis=redis_url, **options
-    )
+    return session_for(emu, api_key=KEY, redis=redis_url, **options)
 
 
 async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import FAST_POLL, FAST_RETRY, fast_session
-from scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.sessions import fast_session
 
 from kling_async import (
     DownloadError,
@@ -27,6 +27,7 @@ from kling_async import (
     VideoResult,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault, sample_video
+from kling_async.testing import FAST_RETRY
 
 SECRET = "sk-LEAKCANARY-7f3a9c1e5b"
 
@@ -81,9 +82,7 @@ def raw_answer(raw: bytes, status: int = 200, content_type: str = "application/j
 
 
 def hostile_session(url: str) -> KlingSession:
-    return KlingSession(
-        api_key=SECRET, base_url=url, poll=FAST_POLL, retry=FAST_RETRY, request_timeout=2.0
-    )
+    return fast_session(url, api_key=SECRET)
 
 
 def texts_of(obj: object) -> list[str]:

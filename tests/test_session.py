@@ -8,7 +8,7 @@ import logging
 import time
 
 import pytest
-from conftest import API_KEY, FAST_RETRY, fast_session, stray_tasks
+from support.sessions import API_KEY, fast_session, stray_tasks
 
 from kling_async import (
     AuthenticationError,
@@ -31,6 +31,7 @@ from kling_async import (
     VideoResult,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
+from kling_async.testing import FAST_RETRY
 
 
 async def test_submit_returns_a_handle_and_awaiting_gives_the_video(session, emulator):
