@@ -249,6 +249,7 @@ async def test_the_gate_halves_on_refusal_and_climbs_back() -> None:
     assert gate.limit == 4
 
 
+@pytest.mark.slow
 def test_the_batch_command_says_why_it_stopped_submitting(tmp_path: Path) -> None:
     """``kling-async emulator --rate-limit 1 --rate-limit-code 1101``: after the first POST
     every request is refused for the account: the first task's status checks fail it, the

@@ -8,6 +8,7 @@ import random
 import time
 from typing import Any
 
+import pytest
 from support.sessions import API_KEY, stray_tasks
 
 from kling_async import (
@@ -21,6 +22,8 @@ from kling_async import (
     VideoRequest,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
+
+pytestmark = pytest.mark.slow  # a thousand tasks, and submits held for seconds
 
 TASKS = 1000
 DEADLINE = 30.0

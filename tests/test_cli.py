@@ -32,6 +32,8 @@ from support.cli import (
     write_batch,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
+
 
 def test_batch_of_200_lines_downloads_200_videos(emu: SyncEmulator, tmp_path: Path) -> None:
     """200 varied lines are each submitted once and saved as 200 MP4 files; exit code 0."""

@@ -54,6 +54,7 @@ def test_every_option_has_help_and_no_default_shows_none(command: str) -> None:
     assert "None" not in parser.format_help()
 
 
+@pytest.mark.slow
 def test_emulator_help_names_the_command_as_typed(tmp_path: Path) -> None:
     """``kling-async emulator --help`` calls itself ``kling-async emulator``."""
     result = run_cli("emulator", "--help", cwd=tmp_path)
@@ -169,6 +170,7 @@ def test_summary_is_a_table_on_a_terminal(tmp_path: Path) -> None:
     assert "┃" in text or "│" in text
 
 
+@pytest.mark.slow
 def test_batch_summary_to_a_pipe_is_plain_rows(emu: SyncEmulator, tmp_path: Path) -> None:
     """A batch whose stdout is a pipe prints one plain row per line, then the counts."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
@@ -185,6 +187,7 @@ def test_batch_summary_to_a_pipe_is_plain_rows(emu: SyncEmulator, tmp_path: Path
     assert not set("┃│━─") & set(result.stdout)
 
 
+@pytest.mark.slow
 def test_generate_creates_a_missing_out_folder(emu: SyncEmulator, tmp_path: Path) -> None:
     """``generate --out new/deeper/x.mp4`` creates the missing folders, as --help says."""
     result = run_cli(
@@ -206,6 +209,7 @@ def test_generate_creates_a_missing_out_folder(emu: SyncEmulator, tmp_path: Path
     ).stdout.replace("\n", " ").replace("  ", " ")
 
 
+@pytest.mark.slow
 def test_generate_with_a_known_idempotency_key_returns_its_task(
     emu: SyncEmulator, tmp_path: Path
 ) -> None:

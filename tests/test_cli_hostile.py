@@ -27,6 +27,8 @@ from support.cli import (
 
 from kling_async._cli._batchfile import read_batch
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
+
 
 def test_a_journal_truncated_to_nothing_is_an_error(emu: SyncEmulator, tmp_path: Path) -> None:
     """A 0-byte journal is refused (exit 2): nothing submitted, saved videos left alone."""

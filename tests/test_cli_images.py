@@ -24,6 +24,8 @@ from support.cli import (
     write_batch,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200
 

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.cli import (
     Events,
     SyncEmulator,
@@ -33,6 +34,8 @@ from support.cli import (
 
 from kling_async._cli._batchfile import read_batch
 from kling_async._cli._journal import Journal, default_path
+
+pytestmark = pytest.mark.slow  # each test runs (and kills) the command in a child process
 
 #: The journal schema before idempotency keys (schema 1), verbatim.
 SCHEMA_1 = """

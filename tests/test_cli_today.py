@@ -17,6 +17,8 @@ from support.cli import (
     write_batch,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
+
 
 def common(emu: SyncEmulator) -> list[str]:
     """Options pointing a command at the emulator process, with JSON output."""

@@ -501,6 +501,7 @@ async def test_scripted_faults_are_served_in_order(http: aiohttp.ClientSession) 
         assert (await status(http, emu, task_id))[0] == 200
 
 
+@pytest.mark.slow
 async def test_storage_answers_404_403_and_faults(http: aiohttp.ClientSession) -> None:
     """Storage: 404 for unknown files, 403 once expired, faults, and Authorization counted."""
     async with Emulator(fast(estimated_time=1.0, url_ttl=100.0)) as emu:
@@ -542,6 +543,7 @@ async def test_storage_answers_404_403_and_faults(http: aiohttp.ClientSession) -
         assert emu.stats.storage_requests == 8
 
 
+@pytest.mark.slow
 async def test_rate_limit_answers_429_with_retry_after(http: aiohttp.ClientSession) -> None:
     """Over rate_limit requests in a 1 s window get 429 with Retry-After; the window frees up."""
     async with Emulator(fast(rate_limit=5, retry_after=0.05)) as emu:
@@ -603,6 +605,7 @@ async def test_stats_count_requests_and_window_maximum(http: aiohttp.ClientSessi
         assert emu.task_record(task_id).status_calls == 7  # the task keeps its own count
 
 
+@pytest.mark.slow
 async def test_window_maximum_forgets_old_requests(http: aiohttp.ClientSession) -> None:
     """Requests more than 1 s apart do not share a window."""
     async with Emulator(fast()) as emu:
@@ -684,6 +687,7 @@ async def test_scripted_outcomes(http: aiohttp.ClientSession) -> None:
         assert running["data"]["status"] == "processing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shape", "allowed"),
     [("linear", set(range(100))), ("steps", {0, 25, 50, 75}), ("stuck", {0})],
@@ -787,6 +791,7 @@ def test_parser_builds_the_config() -> None:
     assert config.seed == 3
 
 
+@pytest.mark.slow
 async def test_command_prints_its_url(http: aiohttp.ClientSession) -> None:
     """`python -m kling_async.emulator` prints KLING_EMULATOR_URL=... and serves there."""
     async with emulator_command("--time-scale", "100") as command:

@@ -76,6 +76,7 @@ def test_banner_counts_keys_instead_of_printing_them() -> None:
     assert SECRET not in repr(EmulatorConfig(api_keys=SECRET))
 
 
+@pytest.mark.slow
 async def test_command_banner_hides_the_keys() -> None:
     """The running command prints its URLs, then a banner without the accepted key."""
     flags = ("--api-key", SECRET, "--preset", "realistic", "--time-scale", "100")

@@ -170,6 +170,7 @@ async def test_fields_a_model_does_not_document_are_accepted_or_refused_by_a_swi
                 assert "not a field of" in answer["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_a_story_is_about_its_shots(http: aiohttp.ClientSession) -> None:
     """A custom multi-shot task without a prompt is about its shots' prompts: the fail marker
     in one fails it."""

@@ -206,6 +206,7 @@ async def test_events_of_a_finished_task_is_one_done_event(client: httpx.AsyncCl
     assert [kind for kind, _ in events] == ["done"]
 
 
+@pytest.mark.slow
 async def test_events_send_heartbeats_while_quiet(kling_emulator: Emulator) -> None:
     """A quiet stream carries keep-alive comments every `heartbeat` seconds."""
     slow_prompt(kling_emulator, "snail", factor=5)
@@ -438,6 +439,7 @@ async def uvicorn_service(
         yield client, log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kling_emulator_config", [fast_config(spread=0.0)])
 async def test_under_uvicorn_end_to_end(kling_emulator: Emulator, tmp_path: Path) -> None:
     """Under uvicorn: submit, status, a live SSE stream, result, a failed task, an API 429."""

@@ -29,6 +29,8 @@ from support.uvicorn import APP_DIR, service_env, uvicorn
 from kling_async.emulator import Emulator, EmulatorConfig
 from kling_async.testing import slow_prompt
 
+pytestmark = pytest.mark.slow  # uvicorn and Chromium in child processes
+
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

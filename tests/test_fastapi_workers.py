@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from support.uvicorn import APP_DIR, service_env, serving
 
 from kling_async import KlingSession, TextToVideo
 from kling_async.emulator import Emulator
 from kling_async.testing import fast_config
+
+pytestmark = pytest.mark.slow  # uvicorn's workers and redis-server in child processes
 
 TESTS = Path(__file__).resolve().parent
 WORKERS = 4

@@ -93,6 +93,7 @@ async def test_an_absurd_estimate_breaks_nothing():
     assert len(results) == 5
 
 
+@pytest.mark.slow
 async def test_finished_tasks_leave_nothing_behind_without_estimates():
     """2,000 tasks whose server never sends estimated_time leave the session holding none."""
 

@@ -26,6 +26,8 @@ from support.redis_worker import Worker
 from kling_async import KlingSession, TextToVideo
 from kling_async.testing import FAST_RETRY, EmulatorProcess, scaled_poll
 
+pytestmark = pytest.mark.slow  # redis-server, the emulator and the workers in child processes
+
 KEY = "sk-redis-processes-0123456789"
 SCALE = 20.0
 """Emulated seconds per real second: a 60 s job (the emulator's estimate) takes 3 s."""

@@ -97,6 +97,7 @@ def texts_of(obj: object) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 async def test_the_key_never_appears_in_reprs_logs_or_errors(tmp_path, caplog):
     """With faults, failures and a key-echoing server, no repr, log or error text shows the key."""
     caplog.set_level(logging.DEBUG)  # every logger, aiohttp's included
@@ -164,6 +165,7 @@ async def test_an_echoed_key_never_reaches_an_error(echo, caplog):
     assert_no_key([info.value], caplog)
 
 
+@pytest.mark.slow
 async def test_an_echoed_key_never_reaches_a_status_a_result_or_a_failure(caplog):
     """A status echoing the key in a failed task's message, the progress or the result URL
     shows none of it in snapshots, results, errors or logs."""
