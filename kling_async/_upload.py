@@ -19,9 +19,17 @@ from ._client import ApiClient
 from ._config import RetryPolicy
 from ._convert import parse_upload
 from ._exceptions import ImageTooLargeError, RequestValidationError, TransportError
+from ._models import VideoRequest
 from ._submission import Outcome, Submission, classify
 
-__all__ = ["UPLOAD_PATH", "check_image", "image_type", "read_image", "upload_image"]
+__all__ = [
+    "UPLOAD_PATH",
+    "check_image",
+    "image_type",
+    "read_image",
+    "upload_image",
+    "with_uploads",
+]
 
 UPLOAD_PATH = "/v1/uploads/images"
 _SIGNATURES = (
@@ -118,3 +126,19 @@ async def upload_image(
             f"{exc}; the upload of {path.name} may or may not have been stored, and is not "
             "retried (uploads have no idempotency key)"
         ) from exc
+
+
+async def with_uploads(
+    client: ApiClient, policy: RetryPolicy, request: VideoRequest
+) -> VideoRequest:
+    """``request`` with its local images uploaded and replaced by their URLs (as it is, if
+    it has none). Every image is read and checked before the first upload, so a bad one
+    sends nothing."""
+    found = list(request.image_fields())
+    if not found:
+        return request
+    local = {path: await read_image(path, field) for field, path in found}
+    urls: dict[Path, str] = {}
+    for path, image in local.items():
+        urls[path] = await upload_image(client, policy, path, image=image)
+    return request.with_image_urls(urls)

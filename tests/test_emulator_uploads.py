@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.emulator_http import AUTH, BODY, fast, post, sleep_until, status, submit
+from support.emulator_http import AUTH, BODY, call, fast, post, sleep_until, status, submit
 
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
 from kling_async.emulator._uploads import sniff_image
@@ -39,10 +39,7 @@ async def upload(
     data: Any,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    async with http.post(
-        emu.url + UPLOAD, data=data, headers=AUTH if headers is None else headers
-    ) as response:
-        return response.status, await response.json(content_type=None)
+    return await call(http, "POST", emu.url + UPLOAD, headers, data=data)
 
 
 def test_sniffing_reads_the_bytes_not_the_name() -> None:

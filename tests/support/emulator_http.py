@@ -48,18 +48,29 @@ def fast(**overrides: Any) -> EmulatorConfig:
     return EmulatorConfig(**settings)
 
 
+async def call(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """One request with ``AUTH`` unless other headers are given: the HTTP status and the
+    decoded JSON body (None if it is not JSON)."""
+    async with http.request(
+        method, url, headers=AUTH if headers is None else headers, **kwargs
+    ) as response:
+        return response.status, await response.json(content_type=None)
+
+
 async def post(
     http: aiohttp.ClientSession,
     emu: Emulator,
     body: Any = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    """``POST`` a submit (``BODY`` unless given) with ``AUTH`` unless other headers are."""
-    payload = BODY if body is None else body
-    async with http.post(
-        emu.url + SUBMIT, json=payload, headers=AUTH if headers is None else headers
-    ) as response:
-        return response.status, await response.json(content_type=None)
+    """``POST`` a submit (``BODY`` unless given)."""
+    return await call(http, "POST", emu.url + SUBMIT, headers, json=BODY if body is None else body)
 
 
 async def status(
@@ -68,11 +79,8 @@ async def status(
     task_id: str,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    """``GET`` a task's status: the HTTP status and the decoded body."""
-    async with http.get(
-        f"{emu.url}/v1/tasks/{task_id}", headers=AUTH if headers is None else headers
-    ) as response:
-        return response.status, await response.json(content_type=None)
+    """``GET`` a task's status."""
+    return await call(http, "GET", f"{emu.url}/v1/tasks/{task_id}", headers)
 
 
 async def submit(http: aiohttp.ClientSession, emu: Emulator, **fields: Any) -> str:
