@@ -252,3 +252,18 @@ def test_duration_takes_any_whole_second_from_3_to_15(capsys: pytest.CaptureFixt
         )
     args = parser.parse_args(["generate", "x", "--model", "kling-4.0", "--duration", "30"])
     assert args.duration == 30
+
+
+@pytest.mark.parametrize(
+    ("scale", "rule"),
+    [("inf", "must be a finite number"), ("0", "must be > 0"), ("-1", "must be > 0")],
+)
+def test_an_emulator_time_scale_the_emulator_refuses_is_one_clear_error(
+    scale: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--emulator-time-scale`` is judged by the emulator's own rule before anything runs:
+    exit 2 and one line naming the option (an infinite scale once ended in a traceback)."""
+    assert main(["generate", "x", "--emulator", "--emulator-time-scale", scale]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kling-async: error: --emulator-time-scale: ") and rule in err
+    assert "Traceback" not in err

@@ -182,7 +182,7 @@ async def _generate(
             await _watch(task, args, console)
             saved = await _save(session, task, path, console)
         except asyncio.CancelledError:
-            if connection.emulator_time_scale is None:  # an emulated task ends with us
+            if connection.emulator is None:  # an emulated task ends with us
                 print(
                     f"interrupted: task {task.id} keeps running; save it later with: "
                     f"{PROG} download {task.id} --out {shlex.quote(str(path))}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -15,6 +16,9 @@ from .._config import API_KEY_ENV, PollPolicy, given_api_key, resolve_config, sc
 from .._exceptions import KlingError
 from .._session import KlingSession
 from ._errors import CLIError
+
+if TYPE_CHECKING:
+    from ..emulator import EmulatorConfig
 
 __all__ = [
     "DEFAULT_EMULATOR_TIME_SCALE",
@@ -41,22 +45,16 @@ class Connection:
     api_key: str = attrs.field(repr=False)
     base_url: str | None
     poll: PollPolicy
-    emulator_time_scale: float | None = None
+    emulator: EmulatorConfig | None = None
     """Set when the session runs against an in-process emulator."""
 
 
 def connection_from_args(args: argparse.Namespace) -> Connection:
     """Resolve key, URL and polling from options and environment; CLIError when unusable."""
-    scale: float | None = None
-    if getattr(args, "emulator", False):
-        if getattr(args, "base_url", None):
-            raise CLIError("--emulator and --base-url cannot be used together")
-        scale = args.emulator_time_scale
-        if not scale > 0:
-            raise CLIError("--emulator-time-scale: must be > 0")
-    poll = _poll_policy(args, scale)
-    if scale is not None:
-        return Connection(EMULATOR_KEY, None, poll, scale)
+    emulator = _emulator_config(args)
+    poll = _poll_policy(args, None if emulator is None else emulator.time_scale)
+    if emulator is not None:
+        return Connection(EMULATOR_KEY, None, poll, emulator)
     key = given_api_key(getattr(args, "api_key", None) or None)
     if key is None:
         raise CLIError(
@@ -68,6 +66,21 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
     except KlingError as exc:  # the library's own words: a bad key, an unsafe URL
         raise CLIError(str(exc)) from exc
     return Connection(config.api_key, config.base_url, poll)
+
+
+def _emulator_config(args: argparse.Namespace) -> EmulatorConfig | None:
+    """The in-process emulator's settings if --emulator asked for one, checked by the
+    emulator's own rules (imported only then)."""
+    if not getattr(args, "emulator", False):
+        return None
+    if getattr(args, "base_url", None):
+        raise CLIError("--emulator and --base-url cannot be used together")
+    from ..emulator import EmulatorConfig
+
+    try:
+        return EmulatorConfig(time_scale=args.emulator_time_scale)
+    except ValueError as exc:
+        raise CLIError(f"--emulator-time-scale: {exc}") from exc
 
 
 def _poll_policy(args: argparse.Namespace, scale: float | None) -> PollPolicy:
@@ -105,17 +118,16 @@ def _given(args: argparse.Namespace, name: str, default: float) -> float:
 @contextlib.asynccontextmanager
 async def open_session(connection: Connection) -> AsyncIterator[KlingSession]:
     """A session on the API, or on an in-process emulator that lives as long as it does."""
-    if connection.emulator_time_scale is None:
+    if connection.emulator is None:
         async with KlingSession(
             api_key=connection.api_key, base_url=connection.base_url, poll=connection.poll
         ) as session:
             yield session
         return
-    from ..emulator import Emulator, EmulatorConfig
+    from ..emulator import Emulator
 
-    config = EmulatorConfig(time_scale=connection.emulator_time_scale)
     async with (
-        Emulator(config, host="127.0.0.1", port=0) as emulator,
+        Emulator(connection.emulator, host="127.0.0.1", port=0) as emulator,
         KlingSession(
             api_key=connection.api_key, base_url=emulator.url, poll=connection.poll
         ) as session,
