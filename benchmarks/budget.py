@@ -4,7 +4,7 @@ the server counts ever holds more than the cap, alone and through Redis, idle or
     python benchmarks/budget.py                    # cap 100/s, 12 s a run
     python benchmarks/budget.py --hogs 3 --stalls  # three CPU hogs, worker loop stalls
 
-Each run starts ``tests/redis_worker.py`` workers (1 without Redis; 1 and 3 sharing a
+Each run starts ``tests/support/redis_worker.py`` workers (1 without Redis; 1 and 3 sharing a
 redis-server) awaiting 300 tasks that outlast the run, polled at least every 50 ms, so
 the demand is many times the cap; the emulator runs in its own process and counts. Over
 the run after a 2 s warm-up: requests per second / cap ("used"), and the most the
@@ -29,8 +29,8 @@ from _report import chart, unshadow_redis, write_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from redis_server import RedisServer
-from redis_worker import Worker
+from support.redis_server import RedisServer
+from support.redis_worker import Worker
 
 from kling_async import KlingSession, PollPolicy, TextToVideo
 from kling_async._ratelimit import SEND_JITTER
@@ -42,7 +42,7 @@ TASKS = 300
 
 
 def redis_window() -> float:
-    from kling_async._redis import WINDOW
+    from kling_async._redisbudget import WINDOW
 
     return WINDOW
 

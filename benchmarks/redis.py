@@ -6,8 +6,8 @@
     python benchmarks/redis.py --show results.json    # print a saved run's table
 
 It starts ``python -m kling_async.emulator`` and a ``redis-server`` (the OS package, on a
-free port, no persistence; ``tests/redis_server.py``) as child processes, submits the tasks
-from this process, then starts N worker processes (``tests/redis_worker.py``, the
+free port, no persistence; ``tests/support/redis_server.py``) as child processes, submits the tasks
+from this process, then starts N worker processes (``tests/support/redis_worker.py``, the
 multi-process tests' own, started and read by its ``Worker``): each
 opens a ``KlingSession``, re-attaches to every task by id (``session.task(id)``, as a service's
 workers do) and awaits them all, reporting when each woke it. Runs, one after the other
@@ -60,8 +60,8 @@ from poller import SUBMIT_CONCURRENCY, emulator_args
 
 # The multi-process Redis tests' worker and redis-server, so both measure one program.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_server import RedisServer
-from redis_worker import Worker
+from support.redis_server import RedisServer
+from support.redis_worker import Worker
 
 from kling_async import KlingSession, TextToVideo
 from kling_async.testing import EmulatorProcess, scaled_poll

@@ -73,7 +73,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     process = psutil.Process()
     redis_server = None
     if args.redis:
-        from redis_server import RedisServer
+        from support.redis_server import RedisServer
 
         redis_server = RedisServer()
         redis_server.start()

@@ -16,8 +16,10 @@ __all__ = [
     "RetryPolicy",
     "SessionConfig",
     "check_api_key",
+    "given_api_key",
     "header_token",
     "resolve_config",
+    "scaled_poll",
 ]
 
 DEFAULT_BASE_URL = "https://api.apimart.ai"
@@ -66,6 +68,22 @@ class PollPolicy:
             raise ValueError(
                 f"max_interval: must be >= min_interval ({self.max_interval} < {self.min_interval})"
             )
+
+
+def scaled_poll(time_scale: float, max_requests_per_second: float | None = None) -> PollPolicy:
+    """The default :class:`PollPolicy` seen through an emulator clock ``time_scale`` times
+    faster (``--time-scale``): intervals divided by it, the request cap multiplied by it
+    unless given. Measured so, a schedule is the default one, only faster."""
+    if not time_scale > 0:
+        raise ValueError(f"time_scale: must be > 0 (got {time_scale!r})")
+    default = PollPolicy()
+    return attrs.evolve(
+        default,
+        min_interval=default.min_interval / time_scale,
+        max_interval=default.max_interval / time_scale,
+        max_requests_per_second=max_requests_per_second
+        or default.max_requests_per_second * time_scale,
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -125,6 +143,12 @@ def check_api_key(key: str) -> str:
     return key
 
 
+def given_api_key(api_key: str | None) -> str | None:
+    """``api_key``, else ``$APIMART_API_KEY``; None when that holds nothing but whitespace."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    return key if key and key.strip() else None
+
+
 def resolve_config(
     api_key: str | None,
     base_url: str | None,
@@ -133,8 +157,8 @@ def resolve_config(
     **options: object,
 ) -> SessionConfig:
     """Fill the key and URL from the environment and refuse unsafe combinations."""
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    if not key or not key.strip():
+    key = given_api_key(api_key)
+    if key is None:
         raise KlingError(
             f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
         )

@@ -3,21 +3,31 @@
 The body goes to a hidden temporary file beside the target and is renamed over it only
 when complete, so a download cut off part-way never leaves a partial file under the
 target name. The API key is never sent (``Transport.download`` carries no credentials).
+A URL that expired (or is about to), or that the storage host refuses, is replaced once
+by a fresh one (:func:`save_video`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+from ._config import SessionConfig
 from ._exceptions import DownloadError
+from ._models import VideoResult
+from ._retry import is_transient, retrying
 from ._transport import DownloadStream, Transport
 
-__all__ = ["ExpiredURLError", "check_target", "looks_like_video", "stream_to_file"]
+__all__ = ["ExpiredURLError", "check_target", "looks_like_video", "save_video", "stream_to_file"]
+
+logger = logging.getLogger("kling_async")
 
 CHUNK_SIZE = 1 << 16
 _BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
@@ -90,6 +100,45 @@ async def stream_to_file(
             raise DownloadError(f"cannot save to {target}: {exc.strerror or exc}") from exc
         raise
     return written
+
+
+async def save_video(
+    transport: Transport,
+    config: SessionConfig,
+    result: VideoResult,
+    target: Path,
+    index: int,
+    fresh: Callable[[str], Awaitable[VideoResult]],
+) -> Path:
+    """Stream video ``index`` of ``result`` to ``target`` (transient errors retried by the
+    session's policy); an expired or refused URL is replaced once by ``fresh(task_id)``."""
+    download = retrying(config.retry, is_transient)(stream_to_file)
+    refreshed = False
+    expires_at = result.videos[index].expires_at
+    if expires_at is not None and expires_at <= time.time() + 5:
+        result, refreshed = await _fresh(fresh, result.task_id), True
+    while True:
+        try:
+            size = await download(
+                transport,
+                result.videos[index].url,
+                target,
+                max_bytes=config.max_download_bytes,
+                timeout=config.download_timeout,
+                read_timeout=config.request_timeout,
+            )
+        except ExpiredURLError:
+            if refreshed:
+                raise
+            result, refreshed = await _fresh(fresh, result.task_id), True
+            continue
+        logger.info("downloaded %s (%d bytes) to %s", result.task_id, size, target)
+        return target
+
+
+async def _fresh(fresh: Callable[[str], Awaitable[VideoResult]], task_id: str) -> VideoResult:
+    logger.info("result URL of %s expired or refused; fetching a fresh one", task_id)
+    return await fresh(task_id)
 
 
 async def _copy(response: DownloadStream, out: BinaryIO, max_bytes: int) -> int:

@@ -1,4 +1,9 @@
-"""The session: lifecycle, submit, re-attach, status, upload, download, waiting on many."""
+"""The session: lifecycle, submit, re-attach, status, upload, download, waiting on many.
+
+What the work is lives beside its subject: uploads in ``_upload`` (``with_uploads``),
+downloads with a fresh URL when one expired in ``_download`` (``save_video``), waiting on
+many handles in ``_task`` (``as_completed``); the session runs them as its own requests.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
-import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +21,7 @@ from ._clock import ServerClock
 from ._config import PollPolicy, RetryPolicy, header_token, resolve_config
 from ._convert import parse_submission, request_body
 from ._coordination import Coordinator, LocalCoordinator
-from ._download import ExpiredURLError, stream_to_file
+from ._download import save_video
 from ._exceptions import (
     KlingError,
     RequestValidationError,
@@ -28,16 +31,21 @@ from ._exceptions import (
 from ._forecast import Forecaster
 from ._models import TaskSnapshot, VideoRequest, VideoResult, check_task_id
 from ._poller import Poller, PollStats
-from ._retry import is_transient, retrying
-from ._submission import Outcome, Submission, classify
-from ._task import Task, result_of
+from ._submission import (
+    Outcome,
+    Submission,
+    check_idempotency_key,
+    classify,
+    new_idempotency_key,
+)
+from ._task import Task, as_completed, result_of
 from ._transport import AiohttpTransport, Transport
-from ._upload import read_image, upload_image
+from ._upload import upload_image, with_uploads
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["KlingSession", "check_idempotency_key"]
+__all__ = ["KlingSession"]
 
 logger = logging.getLogger("kling_async")
 
@@ -45,17 +53,6 @@ T = TypeVar("T")
 
 SUBMIT_PATH = "/v1/videos/generations"
 REDIS_URL_ENV = "KLING_REDIS_URL"
-MAX_KEY_LENGTH = 191
-
-
-def check_idempotency_key(key: object) -> str:
-    """``key`` if it is a valid ``Idempotency-Key`` (1-191 visible ASCII characters)."""
-    rule = f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (no spaces)"
-    return header_token(key, "idempotency_key", rule, longest=MAX_KEY_LENGTH)
-
-
-def _new_key() -> str:
-    return "kling-async-" + secrets.token_hex(16)
 
 
 def _coordinator(redis: str | Redis | None, api_key: str, poll: PollPolicy) -> Coordinator:
@@ -123,7 +120,6 @@ class KlingSession:
         self._poller = Poller(self._client, poll, retry, forecaster, self._coordinator)
         self._closed = False
         self._ops: set[asyncio.Task[Any]] = set()
-        self._download = retrying(retry, is_transient)(stream_to_file)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -213,11 +209,14 @@ class KlingSession:
                 "expected a TextToVideo, ImageToVideo or GenericRequest, got "
                 f"{type(request).__name__}"
             )
-        key = _new_key() if idempotency_key is None else check_idempotency_key(idempotency_key)
+        if idempotency_key is None:
+            key = new_idempotency_key()
+        else:
+            key = check_idempotency_key(idempotency_key)
         return await self._run(self._submit(request, key))
 
     async def _submit(self, request: VideoRequest, key: str) -> Task:
-        request = await self._with_uploads(request)
+        request = await with_uploads(self._client, self.config.retry, request)
         body = request_body(request)
         loop = asyncio.get_running_loop()
         sent: list[float] = []  # when each attempt went out
@@ -250,19 +249,7 @@ class KlingSession:
         """``request`` with its local images uploaded and replaced by their URLs (a
         request without local images comes back as it is). ``submit`` does this itself;
         call it first to keep the exact request sent, e.g. to journal it with its key."""
-        return await self._run(self._with_uploads(request))
-
-    async def _with_uploads(self, request: VideoRequest) -> VideoRequest:
-        """See :meth:`upload_images`. Every image is read and checked before the first
-        upload, so a bad one sends nothing."""
-        found = list(request.image_fields())
-        if not found:
-            return request
-        local = {path: await read_image(path, field) for field, path in found}
-        urls: dict[Path, str] = {}
-        for path, image in local.items():
-            urls[path] = await upload_image(self._client, self.config.retry, path, image=image)
-        return request.with_image_urls(urls)
+        return await self._run(with_uploads(self._client, self.config.retry, request))
 
     async def upload_image(self, path: str | os.PathLike[str]) -> str:
         """Upload a local JPEG, PNG, GIF or WebP image; return its URL (valid 72 hours)
@@ -298,29 +285,9 @@ class KlingSession:
         self, tasks: Iterable[Task], *, timeout: float | None = None
     ) -> AsyncIterator[Task]:
         """Yield each handle as its task ends (any outcome: ``await task`` tells which)."""
-
-        async def settle(task: Task) -> Task:
-            with contextlib.suppress(KlingError):
-                await task.wait()
-            return task
-
-        pending = {asyncio.ensure_future(settle(t)) for t in tasks}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while pending:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, pending = await asyncio.wait(
-                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    raise TimeoutError(f"{len(pending)} tasks not finished within {timeout} s")
-                for future in done:
-                    yield future.result()
-        finally:
-            for future in pending:
-                future.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        async with contextlib.aclosing(as_completed(tasks, timeout)) as ended:
+            async for task in ended:
+                yield task
 
     # -- downloading ---------------------------------------------------------------------
 
@@ -341,32 +308,10 @@ class KlingSession:
             raise RequestValidationError(
                 "index", f"must pick one of the task's {len(result.videos)} videos", index
             )
-        return await self._run(self._save(result, Path(path), index))
-
-    async def _save(self, result: VideoResult, target: Path, index: int) -> Path:
-        config = self.config
-        fresh = False
-        expires_at = result.videos[index].expires_at
-        if expires_at is not None and expires_at <= time.time() + 5:
-            result, fresh = await self._fresh_result(result.task_id), True
-        while True:
-            try:
-                size = await self._download(
-                    self._transport,
-                    result.videos[index].url,
-                    target,
-                    max_bytes=config.max_download_bytes,
-                    timeout=config.download_timeout,
-                    read_timeout=config.request_timeout,
-                )
-            except ExpiredURLError:
-                if fresh:
-                    raise
-                result, fresh = await self._fresh_result(result.task_id), True
-                continue
-            logger.info("downloaded %s (%d bytes) to %s", result.task_id, size, target)
-            return target
+        save = save_video(
+            self._transport, self.config, result, Path(path), index, self._fresh_result
+        )
+        return await self._run(save)
 
     async def _fresh_result(self, task_id: str) -> VideoResult:
-        logger.info("result URL of %s expired or refused; fetching a fresh one", task_id)
         return result_of(await self._poller.status(task_id))

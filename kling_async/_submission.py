@@ -26,19 +26,23 @@ a task may exist under it (or the key is another request's). *retry*: another tr
 the same key and body may settle it, when the failure is transient (408, 429, 5xx, a
 lost connection). *retry, no key*: a POST without an idempotency key (an upload) is sent
 again only if it never left.
+
+The key itself is made here too (:func:`new_idempotency_key`) and checked here
+(:func:`check_idempotency_key`), for the session and the command line alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import attrs
 
 from ._client import Reply
-from ._config import RetryPolicy
+from ._config import RetryPolicy, header_token
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -53,12 +57,15 @@ from ._exceptions import (
 from ._retry import RETRYABLE_STATUS, is_transient, log_retry, retry_delay, too_long_to_wait
 
 __all__ = [
+    "MAX_KEY_LENGTH",
     "REPLAYED_HEADER",
     "RULES",
     "Outcome",
     "Rule",
     "Submission",
+    "check_idempotency_key",
     "classify",
+    "new_idempotency_key",
     "surely_not_received",
 ]
 
@@ -66,6 +73,20 @@ T = TypeVar("T")
 
 REPLAYED_HEADER = "Idempotency-Replayed"
 """The answer's header that says the server returned the task of an earlier attempt."""
+MAX_KEY_LENGTH = 191
+"""The longest ``Idempotency-Key`` the API takes (API.md section 4)."""
+
+
+def check_idempotency_key(key: object) -> str:
+    """``key`` if it is a valid ``Idempotency-Key`` (1-191 visible ASCII characters)."""
+    rule = f"must be 1-{MAX_KEY_LENGTH} visible ASCII characters (no spaces)"
+    return header_token(key, "idempotency_key", rule, longest=MAX_KEY_LENGTH)
+
+
+def new_idempotency_key(prefix: str = "kling-async-") -> str:
+    """A fresh ``Idempotency-Key`` for one logical request: ``prefix`` and 32 random hex
+    digits (``prefix`` says who made it: the session, or the command line)."""
+    return prefix + secrets.token_hex(16)
 
 
 class Outcome(enum.StrEnum):

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Generator, Hashable
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Generator, Hashable, Iterable
 from typing import Any
 
-from ._exceptions import InvalidResponseError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from ._exceptions import (
+    InvalidResponseError,
+    KlingError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from ._models import ErrorInfo, TaskSnapshot, TaskStatus, VideoRequest, VideoResult
 from ._poller import Poller
 
-__all__ = ["Task", "result_of"]
+__all__ = ["Task", "as_completed", "result_of"]
 
 
 def result_of(snapshot: TaskSnapshot) -> VideoResult:
@@ -130,3 +138,33 @@ class Task:
         transient errors."""
         self.snapshot = await self._poller.status(self.id)
         return self.snapshot
+
+
+async def as_completed(
+    tasks: Iterable[Task], timeout: float | None = None
+) -> AsyncGenerator[Task, None]:
+    """Each of ``tasks`` as it ends (any outcome), within ``timeout`` seconds for them all
+    (TimeoutError naming how many were left); those left are cancelled on the way out."""
+
+    async def settle(task: Task) -> Task:
+        with contextlib.suppress(KlingError):
+            await task.wait()
+        return task
+
+    pending = {asyncio.ensure_future(settle(t)) for t in tasks}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise TimeoutError(f"{len(pending)} tasks not finished within {timeout} s")
+            for future in done:
+                yield future.result()
+    finally:
+        for future in pending:
+            future.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

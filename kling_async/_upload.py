@@ -19,9 +19,17 @@ from ._client import ApiClient
 from ._config import RetryPolicy
 from ._convert import parse_upload
 from ._exceptions import ImageTooLargeError, RequestValidationError, TransportError
+from ._models import VideoRequest
 from ._submission import Outcome, Submission, classify
 
-__all__ = ["UPLOAD_PATH", "image_type", "read_image", "upload_image"]
+__all__ = [
+    "UPLOAD_PATH",
+    "check_image",
+    "image_type",
+    "read_image",
+    "upload_image",
+    "with_uploads",
+]
 
 UPLOAD_PATH = "/v1/uploads/images"
 _SIGNATURES = (
@@ -42,21 +50,38 @@ def image_type(head: bytes) -> str | None:
     return None
 
 
+def check_image(path: Path, field: str) -> str:
+    """The MIME type of a local image, judged by its first bytes only (the whole file is
+    read when it is uploaded); RequestValidationError as :func:`read_image` raises it."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+    except OSError as exc:
+        raise _unreadable(path, field, exc) from exc
+    return _mime(head, path, field)
+
+
 async def read_image(path: Path, field: str) -> tuple[bytes, str]:
     """The bytes and MIME type of a local image; RequestValidationError naming ``field``
     and the file if it cannot be read or is not an image the API takes."""
     try:
         data = await asyncio.to_thread(path.read_bytes)
     except OSError as exc:
-        raise RequestValidationError(
-            field, f"cannot read the image: {exc.strerror or exc}", str(path)
-        ) from exc
-    mime = image_type(data[:16])
+        raise _unreadable(path, field, exc) from exc
+    return data, _mime(data[:16], path, field)
+
+
+def _unreadable(path: Path, field: str, exc: OSError) -> RequestValidationError:
+    return RequestValidationError(field, f"cannot read the image: {exc.strerror or exc}", str(path))
+
+
+def _mime(head: bytes, path: Path, field: str) -> str:
+    mime = image_type(head)
     if mime is None:
         raise RequestValidationError(
             field, "not a JPEG, PNG, GIF or WebP image (judged by its bytes)", str(path)
         )
-    return data, mime
+    return mime
 
 
 def _size(count: int) -> str:
@@ -101,3 +126,19 @@ async def upload_image(
             f"{exc}; the upload of {path.name} may or may not have been stored, and is not "
             "retried (uploads have no idempotency key)"
         ) from exc
+
+
+async def with_uploads(
+    client: ApiClient, policy: RetryPolicy, request: VideoRequest
+) -> VideoRequest:
+    """``request`` with its local images uploaded and replaced by their URLs (as it is, if
+    it has none). Every image is read and checked before the first upload, so a bad one
+    sends nothing."""
+    found = list(request.image_fields())
+    if not found:
+        return request
+    local = {path: await read_image(path, field) for field, path in found}
+    urls: dict[Path, str] = {}
+    for path, image in local.items():
+        urls[path] = await upload_image(client, policy, path, image=image)
+    return request.with_image_urls(urls)

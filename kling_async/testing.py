@@ -56,9 +56,8 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import attrs
 
-from ._config import PollPolicy, RetryPolicy
+from ._config import PollPolicy, RetryPolicy, scaled_poll
 from ._session import KlingSession
 from .emulator import Emulator, EmulatorConfig, Fault, Script
 from .emulator._config import Route
@@ -93,22 +92,6 @@ FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.1)
 """Retry transient errors within milliseconds (a 429's Retry-After is still honoured)."""
 
 
-def scaled_poll(time_scale: float, max_requests_per_second: float | None = None) -> PollPolicy:
-    """The default :class:`PollPolicy` seen through an emulator clock ``time_scale`` times
-    faster (``--time-scale``): intervals divided by it, the request cap multiplied by it
-    unless given. Measured so, a schedule is the default one, only faster."""
-    if not time_scale > 0:
-        raise ValueError(f"time_scale: must be > 0 (got {time_scale!r})")
-    default = PollPolicy()
-    return attrs.evolve(
-        default,
-        min_interval=default.min_interval / time_scale,
-        max_interval=default.max_interval / time_scale,
-        max_requests_per_second=max_requests_per_second
-        or default.max_requests_per_second * time_scale,
-    )
-
-
 _FAST_DEFAULTS: dict[str, Any] = {"time_scale": 600.0, "retry_after": 0.05, "slow_delay": 0.5}
 
 
@@ -129,15 +112,18 @@ def realistic_config(**overrides: Any) -> EmulatorConfig:
     return EmulatorConfig.realistic(**{**_FAST_DEFAULTS, **overrides})
 
 
-def session_for(emulator: Emulator, **options: Any) -> KlingSession:
+def session_for(emulator: Emulator | EmulatorProcess | str, **options: Any) -> KlingSession:
     """A new (not yet entered) session bound to ``emulator`` with fast poll and retry policies.
 
-    ``options`` are :class:`KlingSession` keywords and override the defaults
-    (``api_key=TEST_API_KEY``, ``poll=FAST_POLL``, ``retry=FAST_RETRY``).
+    ``emulator`` is an :class:`~kling_async.emulator.Emulator`, an :class:`EmulatorProcess`
+    or the base URL of any server that speaks the API. ``options`` are
+    :class:`KlingSession` keywords and override the defaults (``api_key=TEST_API_KEY``,
+    ``poll=FAST_POLL``, ``retry=FAST_RETRY``).
     """
     settings: dict[str, Any] = {"api_key": TEST_API_KEY, "poll": FAST_POLL, "retry": FAST_RETRY}
     settings.update(options)
-    return KlingSession(base_url=emulator.url, **settings)
+    url = emulator if isinstance(emulator, str) else emulator.url
+    return KlingSession(base_url=url, **settings)
 
 
 @contextlib.asynccontextmanager

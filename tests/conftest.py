@@ -1,29 +1,33 @@
-"""Shared fixtures: an in-process emulator on loopback and a session bound to it.
+"""Shared fixtures: emulators, sessions, a bare HTTP client and a real redis-server.
 
-The SDK's own testing kit (``kling_async.testing``) provides the fast policies and the
-``kling_emulator`` / ``kling_session`` fixtures that users get; these tests use it too.
+Emulators and sessions come from the SDK's own kit (``kling_async.testing``, loaded below
+as users load it: its ``kling_emulator`` and ``kling_session`` fixtures, its fast
+policies); the helpers behind these fixtures live in ``tests/support/``.
+
+Tests marked ``slow`` (a child process, a browser, a real redis-server or seconds of
+emulated work) are left out of the quick tier: ``pytest -m "not slow"``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 import pytest_asyncio
-from cli_support import SHARED_EMULATOR, EmulatorProcess, emulator_running
 from hypothesis import settings
-from redis_server import RedisServer
+from support.cli import SHARED_EMULATOR, SyncEmulator, emulator_running
+from support.redis_server import RedisServer
+from support.sessions import fast_session
 
 from kling_async import KlingSession
 from kling_async.emulator import Emulator
-from kling_async.testing import FAST_POLL, FAST_RETRY, TEST_API_KEY, fast_config
+from kling_async.testing import FAST_POLL, fast_config
 
 pytest_plugins = ["kling_async.testing", "pytester"]
 
-API_KEY = TEST_API_KEY
-__all__ = ["API_KEY", "FAST_POLL", "FAST_RETRY", "fast_session", "stray_tasks"]
+__all__ = ["FAST_POLL"]  # tests/test_poller.py imports it from here
 
 # One Hypothesis profile whether $CI is set or not, so CI runs exactly what a user's
 # `pytest -q` runs. Hypothesis would otherwise switch to its "ci" profile under CI (which,
@@ -43,14 +47,6 @@ settings.register_profile(
 settings.load_profile("kling_async")
 
 
-def fast_session(url: str, **options: object) -> KlingSession:
-    """A session on any URL (emulator or hand-made server) with test-speed policies."""
-    options.setdefault("poll", FAST_POLL)
-    options.setdefault("retry", FAST_RETRY)
-    options.setdefault("request_timeout", 2.0)
-    return KlingSession(api_key=API_KEY, base_url=url, **options)  # type: ignore[arg-type]
-
-
 @pytest_asyncio.fixture
 async def emulator() -> AsyncIterator[Emulator]:
     """An emulator where a 60 s job takes about 0.3 s, with a visible pending phase."""
@@ -62,19 +58,15 @@ async def emulator() -> AsyncIterator[Emulator]:
 @pytest_asyncio.fixture
 async def session(emulator: Emulator) -> AsyncIterator[KlingSession]:
     """A session bound to the emulator."""
-    async with fast_session(emulator.url) as s:
+    async with fast_session(emulator) as s:
         yield s
 
 
-def stray_tasks() -> set[asyncio.Task[object]]:
-    """asyncio tasks still alive besides the current one, ignoring the emulator's server side."""
-    stray = set()
-    for task in asyncio.all_tasks():
-        code = getattr(task.get_coro(), "cr_code", None)
-        filename = code.co_filename if code is not None else ""
-        if task is not asyncio.current_task() and "aiohttp/web_" not in filename:
-            stray.add(task)
-    return stray
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A bare HTTP client, for tests that speak to the emulator directly."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture
@@ -95,14 +87,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
+def emulator_process() -> Iterator[SyncEmulator]:
     """One emulator process (time scale 200) per test module: the CLI tests' server."""
     with emulator_running(*SHARED_EMULATOR) as emulator:
         yield emulator
 
 
 @pytest.fixture
-def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
+def emu(emulator_process: SyncEmulator) -> SyncEmulator:
     """The module's emulator with its counters zeroed."""
     emulator_process.reset()
     return emulator_process

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli_support import batch_args, emulator_running, prompts, run_cli, summary_of, write_batch
-from test_cli_batch import Recorder, batch_lines
+from support.batch import Recorder, batch_lines
+from support.cli import batch_args, emulator_running, prompts, run_cli, summary_of, write_batch
 
 from kling_async import (
     AuthenticationError,
@@ -21,8 +21,9 @@ from kling_async import (
     RateLimitError,
     TextToVideo,
 )
-from kling_async._cli._batch import BatchOptions, BatchRun
+from kling_async._cli._batch import BatchRun
 from kling_async._cli._gate import SubmitGate
+from kling_async._cli._jobs import BatchOptions
 from kling_async._cli._journal import Journal
 from kling_async._client import error_from_response
 from kling_async.emulator import Emulator, Fault
@@ -149,28 +150,29 @@ async def test_an_unknown_429_is_still_waited_out() -> None:
         assert (emulator.stats.submit_requests, emulator.stats.submissions) == (3, 1)
 
 
-async def test_every_upstream_code_reaches_the_wire_in_each_style() -> None:
+async def test_every_upstream_code_reaches_the_wire_in_each_style(
+    http: aiohttp.ClientSession,
+) -> None:
     """A 429 fault's code (or the config's rate_limit_code) is the body's code, with its
     message, in the styles that carry a code; Retry-After is sent too."""
-    async with aiohttp.ClientSession() as client:
-        for style in ("code", "error_object"):
-            config = fast_config(error_style=style, rate_limit=1, rate_limit_code=1303)
-            async with Emulator(config) as emulator:
-                url = emulator.url + "/v1/videos/generations"
-                auth = {"Authorization": "Bearer k"}
-                for code in UPSTREAM_CODES:
-                    emulator.inject(Fault("429", route="submit", code=code))
-                    async with client.post(url, json={}, headers=auth) as response:
-                        body = await response.json()
-                    assert response.status == 429 and "Retry-After" in response.headers
-                    error = body.get("error", body)
-                    assert (error["code"], error["message"]) == (code, UPSTREAM_CODES[code])
-                async with client.post(url, json={}, headers=auth) as response:
-                    pass  # the rate limit's one request a second
-                async with client.post(url, json={}, headers=auth) as response:
+    for style in ("code", "error_object"):
+        config = fast_config(error_style=style, rate_limit=1, rate_limit_code=1303)
+        async with Emulator(config) as emulator:
+            url = emulator.url + "/v1/videos/generations"
+            auth = {"Authorization": "Bearer k"}
+            for code in UPSTREAM_CODES:
+                emulator.inject(Fault("429", route="submit", code=code))
+                async with http.post(url, json={}, headers=auth) as response:
                     body = await response.json()
-                assert response.status == 429
-                assert body.get("error", body)["code"] == 1303
+                assert response.status == 429 and "Retry-After" in response.headers
+                error = body.get("error", body)
+                assert (error["code"], error["message"]) == (code, UPSTREAM_CODES[code])
+            async with http.post(url, json={}, headers=auth) as response:
+                pass  # the rate limit's one request a second
+            async with http.post(url, json={}, headers=auth) as response:
+                body = await response.json()
+            assert response.status == 429
+            assert body.get("error", body)["code"] == 1303
     with pytest.raises(ValueError, match="only a 429"):
         Fault("500", code=1101)
 
@@ -247,6 +249,7 @@ async def test_the_gate_halves_on_refusal_and_climbs_back() -> None:
     assert gate.limit == 4
 
 
+@pytest.mark.slow
 def test_the_batch_command_says_why_it_stopped_submitting(tmp_path: Path) -> None:
     """``kling-async emulator --rate-limit 1 --rate-limit-code 1101``: after the first POST
     every request is refused for the account: the first task's status checks fail it, the

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted import ScriptedTransport, scripted_session
+from support.scripted import ScriptedTransport, scripted_session
 
 from kling_async import (
     BadRequestError,
@@ -95,7 +95,7 @@ async def test_every_documented_body_reaches_the_server_as_documented(text: str)
     async with scripted_session(transport) as session:
         await session.submit(generic(documented))
         await session.submit(typed(documented))
-    sent = [body for _, method, _, _, body in transport.calls if method == "POST"]
+    sent = [call.body for call in transport.calls if call.method == "POST"]
     assert sent[0] == json.dumps(documented, ensure_ascii=False).encode()
     pairs = json.loads(sent[0], object_pairs_hook=list)
     assert pairs == json.loads(text, object_pairs_hook=list)  # the keys in the same order

@@ -8,7 +8,8 @@ import random
 import time
 from typing import Any
 
-from conftest import API_KEY, stray_tasks
+import pytest
+from support.sessions import API_KEY, stray_tasks
 
 from kling_async import (
     GenericRequest,
@@ -21,6 +22,8 @@ from kling_async import (
     VideoRequest,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
+
+pytestmark = pytest.mark.slow  # a thousand tasks, and submits held for seconds
 
 TASKS = 1000
 DEADLINE = 30.0

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import (
+from support.cli import (
+    CLI_POLL_ARGS,
     EXAMPLES,
-    FAST_POLL,
     SHARED_EMULATOR,
-    EmulatorProcess,
+    SyncEmulator,
     batch_args,
     count_lines_in,
     emulator_running,
@@ -32,8 +32,10 @@ from cli_support import (
     write_batch,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
 
-def test_batch_of_200_lines_downloads_200_videos(emu: EmulatorProcess, tmp_path: Path) -> None:
+
+def test_batch_of_200_lines_downloads_200_videos(emu: SyncEmulator, tmp_path: Path) -> None:
     """200 varied lines are each submitted once and saved as 200 MP4 files; exit code 0."""
     requests: list[dict[str, Any]] = []
     for i in range(200):
@@ -58,7 +60,7 @@ def test_batch_of_200_lines_downloads_200_videos(emu: EmulatorProcess, tmp_path:
     assert journal_states(out) == {"downloaded": 200}
 
 
-def test_rerun_of_a_finished_batch_submits_nothing(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_rerun_of_a_finished_batch_submits_nothing(emu: SyncEmulator, tmp_path: Path) -> None:
     """Re-running a finished batch skips every line: no POST, no status request."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     out = tmp_path / "out"
@@ -70,7 +72,7 @@ def test_rerun_of_a_finished_batch_submits_nothing(emu: EmulatorProcess, tmp_pat
     assert emu.stats()["requests_total"] == 0
 
 
-def test_sigkill_while_waiting_then_rerun_reattaches(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_sigkill_while_waiting_then_rerun_reattaches(emu: SyncEmulator, tmp_path: Path) -> None:
     """A batch SIGKILLed after submitting resumes by re-attaching: one submission per line."""
     emu.script(prompt_contains="[slow-wait]", time_factor=4)
     requests = prompts(40)
@@ -102,7 +104,7 @@ def test_sigkill_while_waiting_then_rerun_reattaches(emu: EmulatorProcess, tmp_p
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_sigkill_mid_post_is_resent_with_its_own_key(
-    emu: EmulatorProcess, tmp_path: Path, when: str
+    emu: SyncEmulator, tmp_path: Path, when: str
 ) -> None:
     """SIGKILL mid-POST, then a re-run: the intent is re-sent with its key, one task per line."""
     emu.fault(kind="slow", route="submit", when=when, times=1)
@@ -128,7 +130,7 @@ def test_sigkill_mid_post_is_resent_with_its_own_key(
         assert stats["tasks_by_key"][row["idempotency_key"]] == [row["task_id"]]
 
 
-def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: SyncEmulator, tmp_path: Path) -> None:
     """SIGINT waits for a POST in flight, exits 130 saying how to resume; the resume completes."""
     emu.fault(kind="slow", route="submit", when="after", times=1)
     file = write_batch(tmp_path / "b.jsonl", prompts(6))
@@ -150,7 +152,7 @@ def test_ctrl_c_lets_posts_in_flight_record_their_ids(emu: EmulatorProcess, tmp_
 
 
 def test_a_lost_submit_answer_is_retried_with_the_same_key(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """A 500 after the task was made is retried with the same key: replayed, done, one task."""
     emu.fault(kind="500", route="submit", when="after", times=1)
@@ -169,7 +171,7 @@ def test_a_lost_submit_answer_is_retried_with_the_same_key(
 
 
 def test_uncertain_only_when_retries_run_out_and_the_rerun_settles_it(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """Uncertain only when retries run out; the re-run's same-key replay settles it, one task."""
     emu.fault(kind="500", route="submit", when="after", times=5)  # the SDK's 5 attempts
@@ -193,9 +195,7 @@ def test_uncertain_only_when_retries_run_out_and_the_rerun_settles_it(
     assert set(emu.created_prompts().values()) == {1}
 
 
-def test_failed_tasks_are_not_resubmitted_unless_asked(
-    emu: EmulatorProcess, tmp_path: Path
-) -> None:
+def test_failed_tasks_are_not_resubmitted_unless_asked(emu: SyncEmulator, tmp_path: Path) -> None:
     """A failed line makes the exit code 1; re-runs skip it; --retry-failed submits it again."""
     file = write_batch(tmp_path / "b.jsonl", [{"prompt": "fine"}, {"prompt": "broken [fail]"}])
     out = tmp_path / "out"
@@ -211,9 +211,7 @@ def test_failed_tasks_are_not_resubmitted_unless_asked(
     assert emu.stats()["submissions"] == 3
 
 
-def test_edited_file_submits_only_new_and_changed_lines(
-    emu: EmulatorProcess, tmp_path: Path
-) -> None:
+def test_edited_file_submits_only_new_and_changed_lines(emu: SyncEmulator, tmp_path: Path) -> None:
     """Inserting and editing lines submits just those; the stale journal entry is reported."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     out = tmp_path / "out"
@@ -270,7 +268,7 @@ GOOD = json.dumps({"prompt": "a fine line"})
     ids=["bad-json", "invalid-param", "unknown-key", "all-bad-lines", "missing-image", "empty"],
 )
 def test_bad_batch_files_are_rejected_before_submitting(
-    emu: EmulatorProcess, tmp_path: Path, content: str, expected: list[str]
+    emu: SyncEmulator, tmp_path: Path, content: str, expected: list[str]
 ) -> None:
     """Every bad line is reported with its number, exit code 2, and nothing is sent."""
     file = tmp_path / "bad.jsonl"
@@ -284,7 +282,7 @@ def test_bad_batch_files_are_rejected_before_submitting(
     assert emu.stats()["requests_total"] == 0
 
 
-def test_unreadable_file_is_one_clear_error(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_unreadable_file_is_one_clear_error(emu: SyncEmulator, tmp_path: Path) -> None:
     """A missing batch file is one message, exit code 2, nothing sent."""
     result = run_cli(*batch_args(tmp_path / "missing.jsonl", tmp_path / "o", emu), cwd=tmp_path)
     assert result.returncode == 2
@@ -293,7 +291,7 @@ def test_unreadable_file_is_one_clear_error(emu: EmulatorProcess, tmp_path: Path
     assert emu.stats()["requests_total"] == 0
 
 
-def test_unwritable_output_directory_is_rejected(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_unwritable_output_directory_is_rejected(emu: SyncEmulator, tmp_path: Path) -> None:
     """An output directory that cannot be created stops the batch before any submission."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))
     blocker = tmp_path / "a-file"
@@ -305,7 +303,7 @@ def test_unwritable_output_directory_is_rejected(emu: EmulatorProcess, tmp_path:
     assert emu.stats()["requests_total"] == 0
 
 
-def test_missing_api_key_is_rejected(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_missing_api_key_is_rejected(emu: SyncEmulator, tmp_path: Path) -> None:
     """Without --api-key or APIMART_API_KEY both batch and generate stop before sending."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))
     batch = run_cli("batch", str(file), "--out", "o", "--base-url", emu.url, cwd=tmp_path)
@@ -317,7 +315,7 @@ def test_missing_api_key_is_rejected(emu: EmulatorProcess, tmp_path: Path) -> No
     assert emu.stats()["requests_total"] == 0
 
 
-def test_invalid_generate_options_are_rejected(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_invalid_generate_options_are_rejected(emu: SyncEmulator, tmp_path: Path) -> None:
     """generate refuses pro 15 s and a last frame without a first one, sending nothing."""
     common = ["--base-url", emu.url, "--api-key", "k"]
     pro15 = run_cli("generate", "x", "--mode", "pro", "--duration", "15", *common, cwd=tmp_path)
@@ -342,7 +340,7 @@ def test_generate_on_the_in_process_emulator_saves_an_mp4(tmp_path: Path) -> Non
     assert "x.mp4" in result.stdout
 
 
-def test_generate_then_status_wait_and_download(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_generate_then_status_wait_and_download(emu: SyncEmulator, tmp_path: Path) -> None:
     """generate --json reports the task; status, wait and download work on its id."""
     common = ["--base-url", emu.url, "--api-key", "k", "--json"]
     gen = run_cli(
@@ -354,7 +352,7 @@ def test_generate_then_status_wait_and_download(emu: EmulatorProcess, tmp_path: 
         "pro",
         "--out",
         "kite.mp4",
-        *FAST_POLL,
+        *CLI_POLL_ARGS,
         *common,
         cwd=tmp_path,
     )
@@ -398,7 +396,7 @@ def test_reported_costs_reach_the_json_output_and_the_batch_summary(tmp_path: Pa
             "--out",
             "kite.mp4",
             *common,
-            *FAST_POLL,
+            *CLI_POLL_ARGS,
             "--json",
             cwd=tmp_path,
         )
@@ -421,7 +419,7 @@ def test_reported_costs_reach_the_json_output_and_the_batch_summary(tmp_path: Pa
         assert "Cost reported for 3 lines: 1.225 (122.5 credits)." in text.stdout
 
 
-def test_failed_generation_exits_1_with_the_reason(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_failed_generation_exits_1_with_the_reason(emu: SyncEmulator, tmp_path: Path) -> None:
     """generate on a failing prompt exits 1 naming the task and the server's error."""
     result = run_cli(
         "generate",
@@ -430,7 +428,7 @@ def test_failed_generation_exits_1_with_the_reason(emu: EmulatorProcess, tmp_pat
         emu.url,
         "--api-key",
         "k",
-        *FAST_POLL,
+        *CLI_POLL_ARGS,
         cwd=tmp_path,
     )
     assert result.returncode == 1
@@ -438,7 +436,7 @@ def test_failed_generation_exits_1_with_the_reason(emu: EmulatorProcess, tmp_pat
     assert not list(tmp_path.glob("*.mp4"))
 
 
-def test_status_of_unknown_or_malformed_task(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_status_of_unknown_or_malformed_task(emu: SyncEmulator, tmp_path: Path) -> None:
     """An unknown id is an API error (exit 1); a malformed one is refused unsent (exit 2)."""
     common = ["--base-url", emu.url, "--api-key", "k"]
     unknown = run_cli("status", "task_NOSUCHTASK", *common, cwd=tmp_path)

@@ -9,20 +9,21 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_support import (
-    FAST_POLL,
-    EmulatorProcess,
+from rich.console import Console
+from support.cli import (
+    CLI_POLL_ARGS,
+    SyncEmulator,
     batch_args,
     events_of,
     prompts,
     run_cli,
     write_batch,
 )
-from rich.console import Console
 
 from kling_async import TextToVideo
-from kling_async._cli._batch import BatchRun, Job
+from kling_async._cli._batch import BatchRun
 from kling_async._cli._batchfile import BatchLine
+from kling_async._cli._jobs import Job
 from kling_async._cli._main import main
 from kling_async._cli._parser import build_parser
 from kling_async._cli._progress import (
@@ -53,6 +54,7 @@ def test_every_option_has_help_and_no_default_shows_none(command: str) -> None:
     assert "None" not in parser.format_help()
 
 
+@pytest.mark.slow
 def test_emulator_help_names_the_command_as_typed(tmp_path: Path) -> None:
     """``kling-async emulator --help`` calls itself ``kling-async emulator``."""
     result = run_cli("emulator", "--help", cwd=tmp_path)
@@ -168,7 +170,8 @@ def test_summary_is_a_table_on_a_terminal(tmp_path: Path) -> None:
     assert "┃" in text or "│" in text
 
 
-def test_batch_summary_to_a_pipe_is_plain_rows(emu: EmulatorProcess, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_batch_summary_to_a_pipe_is_plain_rows(emu: SyncEmulator, tmp_path: Path) -> None:
     """A batch whose stdout is a pipe prints one plain row per line, then the counts."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
     args = [a for a in batch_args(file, tmp_path / "out", emu) if a != "--json"]
@@ -184,7 +187,8 @@ def test_batch_summary_to_a_pipe_is_plain_rows(emu: EmulatorProcess, tmp_path: P
     assert not set("┃│━─") & set(result.stdout)
 
 
-def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_generate_creates_a_missing_out_folder(emu: SyncEmulator, tmp_path: Path) -> None:
     """``generate --out new/deeper/x.mp4`` creates the missing folders, as --help says."""
     result = run_cli(
         "generate",
@@ -195,7 +199,7 @@ def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: P
         emu.url,
         "--api-key",
         "k",
-        *FAST_POLL,
+        *CLI_POLL_ARGS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -205,11 +209,12 @@ def test_generate_creates_a_missing_out_folder(emu: EmulatorProcess, tmp_path: P
     ).stdout.replace("\n", " ").replace("  ", " ")
 
 
+@pytest.mark.slow
 def test_generate_with_a_known_idempotency_key_returns_its_task(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """generate with a known --idempotency-key gets its task again; a bad key sends nothing."""
-    common = ["--base-url", emu.url, "--api-key", "k", "--json", *FAST_POLL]
+    common = ["--base-url", emu.url, "--api-key", "k", "--json", *CLI_POLL_ARGS]
     ids = []
     for name in ("a.mp4", "b.mp4"):
         result = run_cli(
@@ -247,3 +252,18 @@ def test_duration_takes_any_whole_second_from_3_to_15(capsys: pytest.CaptureFixt
         )
     args = parser.parse_args(["generate", "x", "--model", "kling-4.0", "--duration", "30"])
     assert args.duration == 30
+
+
+@pytest.mark.parametrize(
+    ("scale", "rule"),
+    [("inf", "must be a finite number"), ("0", "must be > 0"), ("-1", "must be > 0")],
+)
+def test_an_emulator_time_scale_the_emulator_refuses_is_one_clear_error(
+    scale: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--emulator-time-scale`` is judged by the emulator's own rule before anything runs:
+    exit 2 and one line naming the option (an infinite scale once ended in a traceback)."""
+    assert main(["generate", "x", "--emulator", "--emulator-time-scale", scale]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kling-async: error: --emulator-time-scale: ") and rule in err
+    assert "Traceback" not in err

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import (
-    EmulatorProcess,
+from support.cli import (
+    SyncEmulator,
     _clean_env,
     batch_args,
     count_lines_in,
@@ -27,8 +27,10 @@ from cli_support import (
 
 from kling_async._cli._batchfile import read_batch
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
 
-def test_a_journal_truncated_to_nothing_is_an_error(emu: EmulatorProcess, tmp_path: Path) -> None:
+
+def test_a_journal_truncated_to_nothing_is_an_error(emu: SyncEmulator, tmp_path: Path) -> None:
     """A 0-byte journal is refused (exit 2): nothing submitted, saved videos left alone."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))
     out = tmp_path / "out"
@@ -46,7 +48,7 @@ def test_a_journal_truncated_to_nothing_is_an_error(emu: EmulatorProcess, tmp_pa
     assert {video: video.stat().st_mtime_ns for video in videos_in(out)} == before
 
 
-def test_two_batches_cannot_share_an_output_folder(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_two_batches_cannot_share_an_output_folder(emu: SyncEmulator, tmp_path: Path) -> None:
     """A second batch (another journal) on a busy --out folder is refused, exit 2, unsent."""
     emu.script(prompt_contains="[shared-out]", time_factor=20)
     first_file = write_batch(tmp_path / "a.jsonl", prompts(2, "[shared-out]"))
@@ -71,7 +73,7 @@ def test_two_batches_cannot_share_an_output_folder(emu: EmulatorProcess, tmp_pat
 
 
 def test_a_folder_where_a_video_goes_fails_that_line_only(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """A directory in a video's place fails that line only; once moved, a re-run saves it."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
@@ -98,7 +100,7 @@ def test_a_folder_where_a_video_goes_fails_that_line_only(
 )
 @pytest.mark.parametrize("source", ["option", "environment"])
 def test_an_api_key_that_could_split_a_header_is_refused(
-    emu: EmulatorProcess, tmp_path: Path, key: str, named: str, source: str
+    emu: SyncEmulator, tmp_path: Path, key: str, named: str, source: str
 ) -> None:
     """A key with a newline or CR is refused in the library's words, exit 2, nothing made."""
     file = write_batch(tmp_path / "b.jsonl", prompts(1))

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_support import (
-    FAST_POLL,
+from support.cli import (
+    CLI_POLL_ARGS,
     SLOW_DELAY,
-    EmulatorProcess,
+    SyncEmulator,
     batch_args,
     count_lines_in,
     emulator_running,
@@ -24,16 +24,18 @@ from cli_support import (
     write_batch,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200
 
 
-def connection(emu: EmulatorProcess) -> list[str]:
+def connection(emu: SyncEmulator) -> list[str]:
     """Options that point a command at ``emu`` with fast polling."""
-    return ["--base-url", emu.url, "--api-key", "k", *FAST_POLL]
+    return ["--base-url", emu.url, "--api-key", "k", *CLI_POLL_ARGS]
 
 
-def test_generate_uploads_local_images_first(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_generate_uploads_local_images_first(emu: SyncEmulator, tmp_path: Path) -> None:
     """``--image cat.png --last-frame end.jpg`` uploads both, then generates and saves."""
     (tmp_path / "cat.png").write_bytes(PNG)
     (tmp_path / "end.jpg").write_bytes(JPEG)
@@ -66,7 +68,7 @@ def test_generate_uploads_local_images_first(emu: EmulatorProcess, tmp_path: Pat
     ids=["missing", "not-an-image"],
 )
 def test_generate_refuses_a_bad_local_image_sending_nothing(
-    emu: EmulatorProcess, tmp_path: Path, content: bytes | None, message: str
+    emu: SyncEmulator, tmp_path: Path, content: bytes | None, message: str
 ) -> None:
     """A missing or non-image ``--image`` file is one clear error, exit 2, nothing sent."""
     if content is not None:
@@ -90,7 +92,7 @@ def write_image_batch(folder: Path, prompts: list[str]) -> Path:
     return write_batch(folder / "b.jsonl", requests)
 
 
-def test_batch_lines_name_images_relative_to_the_file(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_batch_lines_name_images_relative_to_the_file(emu: SyncEmulator, tmp_path: Path) -> None:
     """Batch images are files beside the batch file, uploaded first; the journal keeps URLs."""
     file = write_image_batch(tmp_path / "shots", ["a door opens", "a door closes"])
     out = tmp_path / "out"
@@ -106,7 +108,7 @@ def test_batch_lines_name_images_relative_to_the_file(emu: EmulatorProcess, tmp_
 
 
 def test_a_resumed_image_line_resends_the_same_body_without_uploading(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """A killed image line resumes with its journaled body and key: no re-upload, one task."""
     emu.fault(kind="slow", route="submit", when="after", times=1)

@@ -15,9 +15,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cli_support import (
-    EmulatorProcess,
+import pytest
+from support.cli import (
     Events,
+    SyncEmulator,
     batch_args,
     emulator_running,
     events_of,
@@ -33,6 +34,8 @@ from cli_support import (
 
 from kling_async._cli._batchfile import read_batch
 from kling_async._cli._journal import Journal, default_path
+
+pytestmark = pytest.mark.slow  # each test runs (and kills) the command in a child process
 
 #: The journal schema before idempotency keys (schema 1), verbatim.
 SCHEMA_1 = """
@@ -142,7 +145,7 @@ def write_schema_1(out: Path, rows: list[tuple[str, int, str, str, str | None]])
 
 
 def test_an_old_journals_unsettled_line_stays_uncertain_unless_asked(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """A schema-1 keyless intent stays uncertain until --resubmit-uncertain (new key)."""
     file = write_batch(tmp_path / "b.jsonl", prompts(3))
@@ -169,7 +172,7 @@ def test_an_old_journals_unsettled_line_stays_uncertain_unless_asked(
     assert len(videos_in(out)) == 3
 
 
-def test_an_old_journals_submitted_lines_are_resumed(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_an_old_journals_submitted_lines_are_resumed(emu: SyncEmulator, tmp_path: Path) -> None:
     """Rows of a schema-1 journal that have a task id resume as before: re-attach, save."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))
     made = run_cli(*batch_args(file, tmp_path / "elsewhere", emu), cwd=tmp_path)
@@ -191,7 +194,7 @@ def test_an_old_journals_submitted_lines_are_resumed(emu: EmulatorProcess, tmp_p
 
 
 def test_a_conflicting_key_is_reported_and_never_replaced(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """A 409 on re-sending is that line's error; its key is kept, never replaced by a new one."""
     file = write_batch(tmp_path / "b.jsonl", prompts(2))

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import (
-    FAST_POLL,
-    EmulatorProcess,
+from support.cli import (
+    CLI_POLL_ARGS,
+    SyncEmulator,
     batch_args,
     events_of,
     run_cli,
@@ -17,13 +17,15 @@ from cli_support import (
     write_batch,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the command in a child process
 
-def common(emu: EmulatorProcess) -> list[str]:
+
+def common(emu: SyncEmulator) -> list[str]:
     """Options pointing a command at the emulator process, with JSON output."""
-    return ["--base-url", emu.url, "--api-key", "k", "--json", *FAST_POLL]
+    return ["--base-url", emu.url, "--api-key", "k", "--json", *CLI_POLL_ARGS]
 
 
-def submitted_request(emu: EmulatorProcess, stdout: str) -> dict[str, object]:
+def submitted_request(emu: SyncEmulator, stdout: str) -> dict[str, object]:
     """The body the emulator received for the task a ``generate --json`` submitted."""
     (task_id,) = [e["task_id"] for e in events_of(stdout) if e["event"] == "submitted"]
     request: dict[str, object] = emu.record(task_id)["request"]
@@ -31,7 +33,7 @@ def submitted_request(emu: EmulatorProcess, stdout: str) -> dict[str, object]:
 
 
 def test_generate_sends_a_4k_story_in_shots_with_an_extra_field(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """--shot (in order, numbered from 1), --mode 4k and --field: the duration is the
     shots' total, customize is implied, and the extra field is sent as is."""
@@ -62,7 +64,7 @@ def test_generate_sends_a_4k_story_in_shots_with_an_extra_field(
     }
 
 
-def test_generate_sends_another_model_as_given(emu: EmulatorProcess, tmp_path: Path) -> None:
+def test_generate_sends_another_model_as_given(emu: SyncEmulator, tmp_path: Path) -> None:
     """--model kling-3.0-turbo: only what is given is sent (no kling-v3 default), the
     fields --field names included; --shot-type intelligence for kling-v3."""
     turbo = run_cli(
@@ -113,7 +115,7 @@ def test_generate_sends_another_model_as_given(emu: EmulatorProcess, tmp_path: P
     ],
 )
 def test_bad_generate_options_name_the_option_and_send_nothing(
-    emu: EmulatorProcess, tmp_path: Path, args: list[str], message: str
+    emu: SyncEmulator, tmp_path: Path, args: list[str], message: str
 ) -> None:
     """Each broken rule exits 2 naming the option (and the library's field and rule)."""
     result = run_cli("generate", *args, "--base-url", emu.url, "--api-key", "k", cwd=tmp_path)
@@ -123,7 +125,7 @@ def test_bad_generate_options_name_the_option_and_send_nothing(
 
 
 def test_a_batch_takes_the_apis_names_and_sends_unknown_keys_with_a_warning(
-    emu: EmulatorProcess, tmp_path: Path
+    emu: SyncEmulator, tmp_path: Path
 ) -> None:
     """multi_prompt / shot_type lines, a line of another model and a line with a field the
     SDK does not know all run; one note names the unknown field and its likely typo."""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import email.utils
-import json
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
+from support.scripted import ScriptedTransport, one_answer, scripted_session
 
 from kling_async import (
     APIError,
@@ -19,13 +17,12 @@ from kling_async import (
     InvalidResponseError,
     KlingSession,
     RateLimitError,
-    RawResponse,
     ServerError,
     TaskNotFoundError,
     TextToVideo,
 )
 from kling_async._client import error_from_response, parse_retry_after
-from kling_async.testing import FAST_POLL, FAST_RETRY
+from kling_async.testing import FAST_RETRY
 
 
 @pytest.mark.parametrize(
@@ -111,39 +108,14 @@ def test_absurd_retry_after_stays_absurd_for_the_limit_to_refuse():
     assert parse_retry_after("inf") == float("inf")
 
 
-class OneAnswer:
-    """A transport that answers every request with the same raw response."""
-
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None):
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.response = RawResponse(status, dict(headers or {}), raw)
-        self.sent: list[tuple[str, str, Mapping[str, str], bytes | None]] = []
-
-    async def send(self, method, url, *, headers, body, timeout, max_bytes):
-        self.sent.append((method, url, headers, body))
-        return self.response
-
-    def download(self, url, *, timeout, read_timeout):
-        raise AssertionError("no downloads here")
-
-    async def close(self):
-        pass
-
-
-def session_on(transport: OneAnswer) -> KlingSession:
-    return KlingSession(
-        api_key="sk-client-test-key",
-        base_url="https://api.test",
-        transport=transport,
-        poll=FAST_POLL,
-        retry=FAST_RETRY,
-    )
+def session_on(transport: ScriptedTransport) -> KlingSession:
+    return scripted_session(transport, api_key="sk-client-test-key")
 
 
 @pytest.mark.parametrize("code", [200, 200.0, "200"])
 async def test_a_success_code_is_a_number_whatever_its_spelling(code):
     """`"code": 200.0` and `"200"` in a successful submit are success, not an error."""
-    transport = OneAnswer(200, {"code": code, "data": [{"task_id": "task_1"}]})
+    transport = one_answer(200, {"code": code, "data": [{"task_id": "task_1"}]})
     async with session_on(transport) as session:
         task = await session.submit(TextToVideo("a"))
     assert task.id == "task_1"
@@ -159,35 +131,35 @@ async def test_a_success_code_is_a_number_whatever_its_spelling(code):
 )
 async def test_a_200_whose_body_reports_an_error_is_an_error(body):
     """A 2xx carrying an error body is an error (a ServerError unless its code says more)."""
-    async with session_on(OneAnswer(200, body)) as session:
+    async with session_on(one_answer(200, body)) as session:
         with pytest.raises(ServerError):
             await session.status("task_1")
 
 
 async def test_garbage_after_a_2xx_is_an_invalid_response():
     """A 2xx whose body is not JSON is an InvalidResponseError (retried, then raised)."""
-    async with session_on(OneAnswer(200, b"<html>oops</html>")) as session:
+    async with session_on(one_answer(200, b"<html>oops</html>")) as session:
         with pytest.raises(InvalidResponseError):
             await session.status("task_1")
 
 
 async def test_requests_carry_the_key_only_to_the_api_and_the_version_only_when_asked():
     """Each call sends the Bearer key to the API's URL; the response version is opt-in."""
-    transport = OneAnswer(200, {"code": 200, "data": {"object": "generation.task", "id": "t_9"}})
+    transport = one_answer(200, {"code": 200, "data": {"object": "generation.task", "id": "t_9"}})
     async with session_on(transport) as session:
         await session.submit(TextToVideo("plain"))
-    method, url, headers, _ = transport.sent[0]
-    assert (method, url) == ("POST", "https://api.test/v1/videos/generations")
-    assert headers["Authorization"] == "Bearer sk-client-test-key"
-    assert "X-APIMart-Response-Version" not in headers
-    transport.sent.clear()
+    call = transport.calls[0]
+    assert (call.method, call.url) == ("POST", "https://api.test/v1/videos/generations")
+    assert call.headers["Authorization"] == "Bearer sk-client-test-key"
+    assert "X-APIMart-Response-Version" not in call.headers
+    versioned = one_answer(200, {"code": 200, "data": {"object": "generation.task", "id": "t_9"}})
     async with KlingSession(
         api_key="k" * 12,
         base_url="https://api.test",
-        transport=transport,
+        transport=versioned,
         retry=FAST_RETRY,
         response_version="2026-07-27",
     ) as session:
         task = await session.submit(TextToVideo("versioned"))
     assert task.id == "t_9"
-    assert transport.sent[0][2]["X-APIMart-Response-Version"] == "2026-07-27"
+    assert versioned.calls[0].headers["X-APIMart-Response-Version"] == "2026-07-27"

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+
+# test_emulator_world imports these from here
+from support.emulator_http import (
+    AUTH,
+    BODY,
+    SUBMIT,
+    emulator_command,
+    fast,
+    post,
+    sleep_until,
+    status,
+    submit,
+)
 
 from kling_async.emulator import (
     Emulator,
@@ -25,67 +33,13 @@ from kling_async.emulator import (
 )
 from kling_async.emulator._tasks import progress_at
 
-AUTH = {"Authorization": "Bearer test-key"}
-BODY: dict[str, Any] = {"model": "kling-v3", "prompt": "a golden cat on a meadow"}
-SUBMIT = "/v1/videos/generations"
-REPO = Path(__file__).resolve().parent.parent
-
-
-def fast(**overrides: Any) -> EmulatorConfig:
-    """A config where a std 5 s job takes exactly 0.3 s of real time."""
-    settings: dict[str, Any] = {"time_scale": 200.0, "spread": 0.0, "seed": 7}
-    settings.update(overrides)
-    return EmulatorConfig(**settings)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-async def post(
-    session: aiohttp.ClientSession,
-    emu: Emulator,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    payload = BODY if body is None else body
-    async with session.post(
-        emu.url + SUBMIT, json=payload, headers=AUTH if headers is None else headers
-    ) as response:
-        return response.status, await response.json(content_type=None)
-
-
-async def status(
-    session: aiohttp.ClientSession,
-    emu: Emulator,
-    task_id: str,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    async with session.get(
-        f"{emu.url}/v1/tasks/{task_id}", headers=AUTH if headers is None else headers
-    ) as response:
-        return response.status, await response.json(content_type=None)
-
-
-async def submit(session: aiohttp.ClientSession, emu: Emulator, **fields: Any) -> str:
-    code, body = await post(session, emu, {**BODY, **fields})
-    assert code == 200, body
-    task_id: str = body["data"][0]["task_id"]
-    return task_id
-
-
-async def sleep_until(wall_time: float, margin: float = 0.02) -> None:
-    await asyncio.sleep(max(0.0, wall_time - time.time() + margin))
-
 
 async def test_lifecycle_ends_with_a_downloadable_mp4_on_the_storage_origin(
-    session: aiohttp.ClientSession,
+    http: aiohttp.ClientSession,
 ) -> None:
     """A job goes pending -> processing with progress -> completed with a storage-host MP4."""
     async with Emulator(fast(queue_time=20.0)) as emu:
-        code, body = await post(session, emu)
+        code, body = await post(http, emu)
         assert code == 200
         assert body["code"] == 200
         (entry,) = body["data"]
@@ -94,7 +48,7 @@ async def test_lifecycle_ends_with_a_downloadable_mp4_on_the_storage_origin(
         assert task_id.startswith("task_")
         assert len(task_id) == len("task_") + 26
 
-        _, first = await status(session, emu, task_id)
+        _, first = await status(http, emu, task_id)
         assert first["data"]["status"] == "pending"
         assert first["data"]["progress"] == 0
         assert first["data"]["estimated_time"] == pytest.approx(0.3)
@@ -102,12 +56,12 @@ async def test_lifecycle_ends_with_a_downloadable_mp4_on_the_storage_origin(
 
         record = emu.task_record(task_id)
         await sleep_until((record.starts_at + record.completes_at) / 2, margin=0)
-        _, middle = await status(session, emu, task_id)
+        _, middle = await status(http, emu, task_id)
         assert middle["data"]["status"] == "processing"
         assert 0 < middle["data"]["progress"] < 100
 
         await sleep_until(record.completes_at)
-        _, done = await status(session, emu, task_id)
+        _, done = await status(http, emu, task_id)
         data = done["data"]
         assert data["status"] == "completed"
         assert data["progress"] == 100
@@ -121,7 +75,7 @@ async def test_lifecycle_ends_with_a_downloadable_mp4_on_the_storage_origin(
         assert not url.startswith(emu.url)
         assert video["expires_at"] > time.time()
 
-        async with session.get(url) as response:
+        async with http.get(url) as response:
             assert response.status == 200
             assert response.content_type == "video/mp4"
             content = await response.read()
@@ -139,27 +93,27 @@ async def test_sample_video_is_a_small_mp4() -> None:
     assert len(video) < 50_000
 
 
-async def test_every_status_mints_a_fresh_url(session: aiohttp.ClientSession) -> None:
+async def test_every_status_mints_a_fresh_url(http: aiohttp.ClientSession) -> None:
     """Two status calls on a completed job return two different, both valid, signed URLs."""
     async with Emulator(fast(estimated_time=1.0)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         await sleep_until(emu.task_record(task_id).completes_at)
-        _, first = await status(session, emu, task_id)
+        _, first = await status(http, emu, task_id)
         await asyncio.sleep(0.01)
-        _, second = await status(session, emu, task_id)
+        _, second = await status(http, emu, task_id)
         urls = [body["data"]["result"]["videos"][0]["url"][0] for body in (first, second)]
         assert urls[0] != urls[1]
         for url in urls:
-            async with session.get(url) as response:
+            async with http.get(url) as response:
                 assert response.status == 200
                 await response.read()
 
 
-async def test_real_speed_reports_whole_seconds(session: aiohttp.ClientSession) -> None:
+async def test_real_speed_reports_whole_seconds(http: aiohttp.ClientSession) -> None:
     """At time_scale 1 the time fields are integers, as the real API sends them."""
     async with Emulator(EmulatorConfig()) as emu:
-        task_id = await submit(session, emu)
-        _, body = await status(session, emu, task_id)
+        task_id = await submit(http, emu)
+        _, body = await status(http, emu, task_id)
         data = body["data"]
         assert data["estimated_time"] == 60
         assert isinstance(data["estimated_time"], int)
@@ -178,31 +132,31 @@ async def test_real_speed_reports_whole_seconds(session: aiohttp.ClientSession) 
     ],
 )
 async def test_estimate_scales_with_mode_and_duration(
-    session: aiohttp.ClientSession, fields: dict[str, Any], expected: float
+    http: aiohttp.ClientSession, fields: dict[str, Any], expected: float
 ) -> None:
     """estimated_time is the std 5 s estimate x1.5 for pro, x1.6 for 10 s, x2.2 for 15 s."""
     async with Emulator(fast()) as emu:
-        task_id = await submit(session, emu, **fields)
-        _, body = await status(session, emu, task_id)
+        task_id = await submit(http, emu, **fields)
+        _, body = await status(http, emu, task_id)
         assert body["data"]["estimated_time"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("cost_per_second", [None, 0.1])
 async def test_cost_is_reported_on_completed_tasks_only_when_configured(
-    session: aiohttp.ClientSession, cost_per_second: float | None
+    http: aiohttp.ClientSession, cost_per_second: float | None
 ) -> None:
     """With cost_per_second, a completed task reports cost (per second of video, x1.5 in
     pro) and credits_cost; a task still running, or an emulator without it, reports none."""
     async with Emulator(fast(estimated_time=1.0, cost_per_second=cost_per_second)) as emu:
         emu.script(prompt_contains="slow", time_factor=1000)
-        std = await submit(session, emu, duration=10)
-        pro = await submit(session, emu, mode="pro")
-        running = await submit(session, emu, prompt="slow", duration=15)
+        std = await submit(http, emu, duration=10)
+        pro = await submit(http, emu, mode="pro")
+        running = await submit(http, emu, prompt="slow", duration=15)
         await sleep_until(emu.task_record(pro).completes_at)
         await sleep_until(emu.task_record(std).completes_at)
         reported = {}
         for task_id in (std, pro, running):
-            _, body = await status(session, emu, task_id)
+            _, body = await status(http, emu, task_id)
             reported[task_id] = (body["data"].get("cost"), body["data"].get("credits_cost"))
     if cost_per_second is None:
         assert set(reported.values()) == {(None, None)}
@@ -212,12 +166,12 @@ async def test_cost_is_reported_on_completed_tasks_only_when_configured(
         assert reported[running] == (None, None)
 
 
-async def test_fail_marker_ends_failed_with_an_error(session: aiohttp.ClientSession) -> None:
+async def test_fail_marker_ends_failed_with_an_error(http: aiohttp.ClientSession) -> None:
     """A prompt with the fail marker ends "failed" with an error code and message, no result."""
     async with Emulator(fast(estimated_time=1.0)) as emu:
-        task_id = await submit(session, emu, prompt="a cat [fail]")
+        task_id = await submit(http, emu, prompt="a cat [fail]")
         await sleep_until(emu.task_record(task_id).completes_at)
-        _, body = await status(session, emu, task_id)
+        _, body = await status(http, emu, task_id)
         data = body["data"]
         assert data["status"] == "failed"
         assert data["error"]["code"]
@@ -263,11 +217,11 @@ async def test_fail_marker_ends_failed_with_an_error(session: aiohttp.ClientSess
     ],
 )
 async def test_invalid_submissions_get_400(
-    session: aiohttp.ClientSession, body: Any, field: str
+    http: aiohttp.ClientSession, body: Any, field: str
 ) -> None:
     """A body breaking a rule gets 400 with "<field>: <rule>" and creates no task."""
     async with Emulator(fast()) as emu:
-        code, answer = await post(session, emu, body)
+        code, answer = await post(http, emu, body)
         assert code == 400
         assert answer["code"] == 400
         assert answer["message"].startswith(f"{field}: ")
@@ -275,11 +229,11 @@ async def test_invalid_submissions_get_400(
         assert emu.stats.rejected_invalid == 1
 
 
-async def test_non_json_body_gets_400(session: aiohttp.ClientSession) -> None:
+async def test_non_json_body_gets_400(http: aiohttp.ClientSession) -> None:
     """A body that is not JSON at all gets 400."""
     async with (
         Emulator(fast()) as emu,
-        session.post(emu.url + SUBMIT, data=b"{nope", headers=AUTH) as response,
+        http.post(emu.url + SUBMIT, data=b"{nope", headers=AUTH) as response,
     ):
         assert response.status == 400
         assert (await response.json())["message"].startswith("body: ")
@@ -305,11 +259,11 @@ async def test_non_json_body_gets_400(session: aiohttp.ClientSession) -> None:
     ],
 )  # fmt: skip
 async def test_documented_bodies_are_accepted(
-    session: aiohttp.ClientSession, body: dict[str, Any]
+    http: aiohttp.ClientSession, body: dict[str, Any]
 ) -> None:
     """The worked request bodies of API.md (and unknown extra fields) are accepted."""
     async with Emulator(fast()) as emu:
-        code, answer = await post(session, emu, body)
+        code, answer = await post(http, emu, body)
         assert code == 200, answer
         assert emu.stats.created_tasks == {answer["data"][0]["task_id"]: body["prompt"]}
 
@@ -319,32 +273,32 @@ async def test_documented_bodies_are_accepted(
     [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"Authorization": "k1"}],
 )
 async def test_missing_or_malformed_key_gets_401(
-    session: aiohttp.ClientSession, headers: dict[str, str]
+    http: aiohttp.ClientSession, headers: dict[str, str]
 ) -> None:
     """Without a Bearer token both routes answer 401 with a JSON error."""
     async with Emulator(fast()) as emu:
-        code, body = await post(session, emu, headers=headers)
+        code, body = await post(http, emu, headers=headers)
         assert (code, body["code"]) == (401, 401)
         assert body["message"]
-        code, body = await status(session, emu, "task_X", headers=headers)
+        code, body = await status(http, emu, "task_X", headers=headers)
         assert code == 401
         assert emu.stats.rejected_auth == 2
         assert emu.stats.submissions == 0
 
 
-async def test_configured_keys_are_enforced(session: aiohttp.ClientSession) -> None:
+async def test_configured_keys_are_enforced(http: aiohttp.ClientSession) -> None:
     """With api_keys set, only those keys are accepted."""
     async with Emulator(fast(api_keys=("good",))) as emu:
-        code, _ = await post(session, emu, headers={"Authorization": "Bearer bad"})
+        code, _ = await post(http, emu, headers={"Authorization": "Bearer bad"})
         assert code == 401
-        code, _ = await post(session, emu, headers={"Authorization": "Bearer good"})
+        code, _ = await post(http, emu, headers={"Authorization": "Bearer good"})
         assert code == 200
 
 
-async def test_unknown_task_gets_404(session: aiohttp.ClientSession) -> None:
+async def test_unknown_task_gets_404(http: aiohttp.ClientSession) -> None:
     """A status request for an unknown id answers 404 "task not found"."""
     async with Emulator(fast()) as emu:
-        code, body = await status(session, emu, "task_NOPE")
+        code, body = await status(http, emu, "task_NOPE")
         assert code == 404
         assert body == {"code": 404, "message": "task not found"}
         assert emu.stats.not_found == 1
@@ -355,13 +309,13 @@ async def test_unknown_task_gets_404(session: aiohttp.ClientSession) -> None:
     [("429", 429), ("500", 500), ("502", 502), ("503", 503), ("html", 502), ("body_error", 200)],
 )
 async def test_error_faults_on_status(
-    session: aiohttp.ClientSession, kind: str, http_status: int
+    http: aiohttp.ClientSession, kind: str, http_status: int
 ) -> None:
     """Each error-shaped fault answers its status and body once, then normal service resumes."""
     async with Emulator(fast(retry_after=0.05)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         emu.inject(Fault(kind, route="status"))
-        async with session.get(f"{emu.url}/v1/tasks/{task_id}", headers=AUTH) as response:
+        async with http.get(f"{emu.url}/v1/tasks/{task_id}", headers=AUTH) as response:
             assert response.status == http_status
             if kind == "html":
                 assert response.content_type == "text/html"
@@ -373,44 +327,44 @@ async def test_error_faults_on_status(
                 assert response.headers["Retry-After"] == "0.05"
             else:
                 assert "Retry-After" not in response.headers
-        code, _ = await status(session, emu, task_id)
+        code, _ = await status(http, emu, task_id)
         assert code == 200
         assert emu.stats.faults_injected == {kind: 1}
         assert emu.pending_faults() == []
 
 
-async def test_reset_fault_drops_the_connection(session: aiohttp.ClientSession) -> None:
+async def test_reset_fault_drops_the_connection(http: aiohttp.ClientSession) -> None:
     """A "reset" aborts the connection; aiohttp retries an idempotent GET once by itself."""
     async with Emulator(fast()) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         emu.inject(Fault("reset", route="status", times=1))
-        code, _ = await status(session, emu, task_id)
+        code, _ = await status(http, emu, task_id)
         assert code == 200  # the GET was silently retried by aiohttp
         emu.inject(Fault("reset", route="status", times=2))
         with pytest.raises(aiohttp.ClientConnectionError):
-            await status(session, emu, task_id)
+            await status(http, emu, task_id)
         assert emu.stats.faults_injected == {"reset": 3}
         assert emu.stats.status_calls[task_id] == 4
 
 
-async def test_slow_fault_delays_a_normal_answer(session: aiohttp.ClientSession) -> None:
+async def test_slow_fault_delays_a_normal_answer(http: aiohttp.ClientSession) -> None:
     """A "slow" fault holds the response for slow_delay seconds, then answers normally."""
     async with Emulator(fast(slow_delay=0.2)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         emu.inject(Fault("slow", route="status"))
         started = time.monotonic()
-        code, body = await status(session, emu, task_id)
+        code, body = await status(http, emu, task_id)
         assert time.monotonic() - started >= 0.2
         assert code == 200
         assert body["data"]["id"] == task_id
 
 
-async def test_truncated_fault_cuts_the_json(session: aiohttp.ClientSession) -> None:
+async def test_truncated_fault_cuts_the_json(http: aiohttp.ClientSession) -> None:
     """A "truncated" fault answers 200 JSON whose body is cut in half."""
     async with Emulator(fast()) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         emu.inject(Fault("truncated", route="status"))
-        async with session.get(f"{emu.url}/v1/tasks/{task_id}", headers=AUTH) as response:
+        async with http.get(f"{emu.url}/v1/tasks/{task_id}", headers=AUTH) as response:
             assert response.status == 200
             assert response.content_type == "application/json"
             text = await response.text()
@@ -419,44 +373,42 @@ async def test_truncated_fault_cuts_the_json(session: aiohttp.ClientSession) -> 
             json.loads(text)
 
 
-async def test_unknown_status_fault(session: aiohttp.ClientSession) -> None:
+async def test_unknown_status_fault(http: aiohttp.ClientSession) -> None:
     """An "unknown_status" fault answers a valid body whose status is "mystery"."""
     async with Emulator(fast(estimated_time=1.0)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         await sleep_until(emu.task_record(task_id).completes_at)
         emu.inject(Fault("unknown_status", route="any"))
-        code, body = await status(session, emu, task_id)
+        code, body = await status(http, emu, task_id)
         assert code == 200
         assert body["data"]["status"] == "mystery"
         assert "result" not in body["data"]
 
 
-async def test_submit_fault_before_creates_no_task(session: aiohttp.ClientSession) -> None:
+async def test_submit_fault_before_creates_no_task(http: aiohttp.ClientSession) -> None:
     """A submit fault "before" fails the request and creates no task."""
     async with Emulator(fast()) as emu:
         emu.inject(Fault("503", route="submit", when="before"))
-        code, _ = await post(session, emu)
+        code, _ = await post(http, emu)
         assert code == 503
         emu.inject(Fault("reset", route="submit", when="before"))
         with pytest.raises(aiohttp.ClientConnectionError):
-            await post(session, emu)
+            await post(http, emu)
         emu.inject(Fault("truncated", route="submit", when="before"))
         with pytest.raises(json.JSONDecodeError):
-            await post(session, emu)
+            await post(http, emu)
         assert emu.stats.submissions == 0
         assert emu.stats.created_tasks == {}
         assert emu.stats.submit_requests == 3
 
 
 @pytest.mark.parametrize("kind", ["500", "reset", "truncated", "body_error"])
-async def test_submit_fault_after_creates_the_task(
-    session: aiohttp.ClientSession, kind: str
-) -> None:
+async def test_submit_fault_after_creates_the_task(http: aiohttp.ClientSession, kind: str) -> None:
     """A submit fault "after" creates the task, fails the answer, and records it as ambiguous."""
     async with Emulator(fast()) as emu:
         emu.inject(Fault(kind, route="submit", when="after"))
         try:
-            code, body = await post(session, emu)
+            code, body = await post(http, emu)
         except (aiohttp.ClientConnectionError, json.JSONDecodeError):
             pass  # "reset" and "truncated"
         else:
@@ -465,7 +417,7 @@ async def test_submit_fault_after_creates_the_task(
         ((task_id, prompt),) = emu.stats.ambiguous_submissions
         assert emu.stats.created_tasks == {task_id: prompt}
         assert prompt == BODY["prompt"]
-        code, _ = await status(session, emu, task_id)
+        code, _ = await status(http, emu, task_id)
         assert code == 200
 
 
@@ -475,13 +427,13 @@ def test_a_429_cannot_come_after_the_task_was_created() -> None:
         Fault("429", route="submit", when="after")
 
 
-async def test_slow_submit_after_client_gave_up(session: aiohttp.ClientSession) -> None:
+async def test_slow_submit_after_client_gave_up(http: aiohttp.ClientSession) -> None:
     """A "slow" submit fault "before" creates no task when the client timed out meanwhile."""
     async with Emulator(fast(slow_delay=0.2)) as emu:
         emu.inject(Fault("slow", route="submit", when="before"))
         timeout = aiohttp.ClientTimeout(total=0.05)
         with pytest.raises(asyncio.TimeoutError):
-            async with session.post(
+            async with http.post(
                 emu.url + SUBMIT, json=BODY, headers=AUTH, timeout=timeout
             ) as response:
                 await response.read()
@@ -489,11 +441,11 @@ async def test_slow_submit_after_client_gave_up(session: aiohttp.ClientSession) 
         assert emu.stats.submissions == 0
 
 
-async def test_random_submit_faults_reconcile(session: aiohttp.ClientSession) -> None:
+async def test_random_submit_faults_reconcile(http: aiohttp.ClientSession) -> None:
     """With fault_rate 1 every submit fails; exactly the "after" ones created tasks."""
     async with Emulator(fast(fault_rate=1.0, fault_kinds=("500", "body_error"))) as emu:
         for _ in range(20):
-            code, body = await post(session, emu)
+            code, body = await post(http, emu)
             assert code == 500 or body["code"] == 500
         stats = emu.stats
         assert sum(stats.faults_injected.values()) == 20
@@ -501,12 +453,12 @@ async def test_random_submit_faults_reconcile(session: aiohttp.ClientSession) ->
         assert dict(stats.ambiguous_submissions) == stats.created_tasks
 
 
-async def test_random_faults_spare_control_routes(session: aiohttp.ClientSession) -> None:
+async def test_random_faults_spare_control_routes(http: aiohttp.ClientSession) -> None:
     """Control routes are exempt from auth, faults and the rate limit."""
     config = fast(fault_rate=1.0, fault_kinds=("503",), rate_limit=1.0)
     async with Emulator(config) as emu:
         for _ in range(3):
-            async with session.get(emu.url + "/_stats") as response:
+            async with http.get(emu.url + "/_stats") as response:
                 assert response.status == 200
                 await response.read()
         assert emu.stats.requests_total == 0
@@ -531,33 +483,34 @@ async def test_fault_kind_applicability_is_checked() -> None:
     assert EmulatorConfig(fault_kinds="500, reset").fault_kinds == ("500", "reset")
 
 
-async def test_scripted_faults_are_served_in_order(session: aiohttp.ClientSession) -> None:
+async def test_scripted_faults_are_served_in_order(http: aiohttp.ClientSession) -> None:
     """Scripted faults are consumed in order, each by the route it names."""
     async with Emulator(fast()) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         emu.inject(
             Fault("500", route="status", times=2),
             Fault("502", route="submit"),
             Fault("503", route="any"),
         )
-        assert [(await post(session, emu))[0] for _ in range(2)] == [502, 503]
-        codes = [(await status(session, emu, task_id))[0] for _ in range(3)]
+        assert [(await post(http, emu))[0] for _ in range(2)] == [502, 503]
+        codes = [(await status(http, emu, task_id))[0] for _ in range(3)]
         assert codes == [500, 500, 200]
         assert emu.pending_faults() == []
         emu.inject(Fault("500", times=5))
         emu.clear_faults()
-        assert (await status(session, emu, task_id))[0] == 200
+        assert (await status(http, emu, task_id))[0] == 200
 
 
-async def test_storage_answers_404_403_and_faults(session: aiohttp.ClientSession) -> None:
+@pytest.mark.slow
+async def test_storage_answers_404_403_and_faults(http: aiohttp.ClientSession) -> None:
     """Storage: 404 for unknown files, 403 once expired, faults, and Authorization counted."""
     async with Emulator(fast(estimated_time=1.0, url_ttl=100.0)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         await sleep_until(emu.task_record(task_id).completes_at)
-        _, body = await status(session, emu, task_id)
+        _, body = await status(http, emu, task_id)
         url: str = body["data"]["result"]["videos"][0]["url"][0]
 
-        async with session.get(url, headers=AUTH) as response:
+        async with http.get(url, headers=AUTH) as response:
             assert response.status == 200
             await response.read()
         assert emu.stats.storage_auth_headers == 1
@@ -567,36 +520,37 @@ async def test_storage_answers_404_403_and_faults(session: aiohttp.ClientSession
             url.replace(".mp4", "0.mp4"),
             f"{emu.storage_url}/files/{task_id}/garbage.mp4",
         ):
-            async with session.get(bad) as response:
+            async with http.get(bad) as response:
                 assert response.status == 404
 
         emu.inject(Fault("503", route="storage"))
-        async with session.get(url) as response:
+        async with http.get(url) as response:
             assert response.status == 503
         emu.inject(Fault("truncated", route="storage"))
         with pytest.raises(aiohttp.ClientPayloadError):
-            async with session.get(url) as response:
+            async with http.get(url) as response:
                 await response.read()
         emu.inject(Fault("500", route="any"))  # "any" means the API routes only
-        async with session.get(url) as response:
+        async with http.get(url) as response:
             assert response.status == 200
             await response.read()
         emu.clear_faults()
 
         await sleep_until(body["data"]["result"]["videos"][0]["expires_at"])  # 0.5 s later
-        async with session.get(url) as response:
+        async with http.get(url) as response:
             assert response.status == 403
             assert (await response.json())["code"] == 403
         assert emu.stats.storage_requests == 8
 
 
-async def test_rate_limit_answers_429_with_retry_after(session: aiohttp.ClientSession) -> None:
+@pytest.mark.slow
+async def test_rate_limit_answers_429_with_retry_after(http: aiohttp.ClientSession) -> None:
     """Over rate_limit requests in a 1 s window get 429 with Retry-After; the window frees up."""
     async with Emulator(fast(rate_limit=5, retry_after=0.05)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
 
         async def one() -> tuple[int, str | None]:
-            async with session.get(f"{emu.url}/v1/tasks/{task_id}", headers=AUTH) as response:
+            async with http.get(f"{emu.url}/v1/tasks/{task_id}", headers=AUTH) as response:
                 await response.read()
                 return response.status, response.headers.get("Retry-After")
 
@@ -608,21 +562,21 @@ async def test_rate_limit_answers_429_with_retry_after(session: aiohttp.ClientSe
         assert (await one())[0] == 200
 
 
-async def test_retry_after_whole_seconds_format(session: aiohttp.ClientSession) -> None:
+async def test_retry_after_whole_seconds_format(http: aiohttp.ClientSession) -> None:
     """A whole-second Retry-After is sent as an integer ("1")."""
     async with Emulator(fast(rate_limit=1)) as emu:
-        await post(session, emu)
-        async with session.post(emu.url + SUBMIT, json=BODY, headers=AUTH) as response:
+        await post(http, emu)
+        async with http.post(emu.url + SUBMIT, json=BODY, headers=AUTH) as response:
             assert response.status == 429
             assert response.headers["Retry-After"] == "1"
 
 
-async def test_stats_count_requests_and_window_maximum(session: aiohttp.ClientSession) -> None:
+async def test_stats_count_requests_and_window_maximum(http: aiohttp.ClientSession) -> None:
     """Counters track requests per route and the busiest 1 s window; reset zeroes them."""
     async with Emulator(fast()) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         for _ in range(6):
-            await status(session, emu, task_id)
+            await status(http, emu, task_id)
         stats = emu.stats
         assert stats.requests_total == 7
         assert stats.submit_requests == 1
@@ -633,7 +587,7 @@ async def test_stats_count_requests_and_window_maximum(session: aiohttp.ClientSe
         assert stats.max_status_per_second == 6
         assert emu.task_record(task_id).status_calls == 6
 
-        async with session.get(emu.url + "/_stats") as response:
+        async with http.get(emu.url + "/_stats") as response:
             remote = await response.json()
         assert remote["status_calls"] == {task_id: 6}
         assert remote["created_tasks"] == {task_id: BODY["prompt"]}
@@ -642,8 +596,8 @@ async def test_stats_count_requests_and_window_maximum(session: aiohttp.ClientSe
         emu.reset_stats()
         assert stats.requests_total == 0
         assert stats.status_calls == {}
-        await status(session, emu, task_id)
-        async with session.post(emu.url + "/_reset") as response:
+        await status(http, emu, task_id)
+        async with http.post(emu.url + "/_reset") as response:
             assert response.status == 200
             await response.read()
         assert emu.stats is stats
@@ -651,23 +605,24 @@ async def test_stats_count_requests_and_window_maximum(session: aiohttp.ClientSe
         assert emu.task_record(task_id).status_calls == 7  # the task keeps its own count
 
 
-async def test_window_maximum_forgets_old_requests(session: aiohttp.ClientSession) -> None:
+@pytest.mark.slow
+async def test_window_maximum_forgets_old_requests(http: aiohttp.ClientSession) -> None:
     """Requests more than 1 s apart do not share a window."""
     async with Emulator(fast()) as emu:
         for _ in range(3):
-            await status(session, emu, "task_A")
+            await status(http, emu, "task_A")
         await asyncio.sleep(1.05)
         for _ in range(2):
-            await status(session, emu, "task_A")
+            await status(http, emu, "task_A")
         assert emu.stats.max_requests_per_second == 3
         assert emu.stats.status_calls_total == 5
 
 
-async def test_task_record_over_http(session: aiohttp.ClientSession) -> None:
+async def test_task_record_over_http(http: aiohttp.ClientSession) -> None:
     """GET /_tasks/{id} returns the record with wall-clock completes_at; 404 when unknown."""
     async with Emulator(fast()) as emu:
-        task_id = await submit(session, emu)
-        async with session.get(f"{emu.url}/_tasks/{task_id}") as response:
+        task_id = await submit(http, emu)
+        async with http.get(f"{emu.url}/_tasks/{task_id}") as response:
             record = await response.json()
         local = emu.task_record(task_id)
         assert record["completes_at"] == pytest.approx(local.completes_at)
@@ -675,37 +630,37 @@ async def test_task_record_over_http(session: aiohttp.ClientSession) -> None:
         assert record["outcome"] == "completed"
         assert record["prompt"] == BODY["prompt"]
         assert record["request"] == BODY
-        async with session.get(f"{emu.url}/_tasks/task_NOPE") as response:
+        async with http.get(f"{emu.url}/_tasks/task_NOPE") as response:
             assert response.status == 404
             await response.read()
         with pytest.raises(KeyError):
             emu.task_record("task_NOPE")
 
 
-async def test_faults_and_scripts_over_http(session: aiohttp.ClientSession) -> None:
+async def test_faults_and_scripts_over_http(http: aiohttp.ClientSession) -> None:
     """POST /_faults and /_scripts steer the emulator from another process."""
     async with Emulator(fast(estimated_time=1.0)) as emu:
-        async with session.post(
+        async with http.post(
             emu.url + "/_faults", json={"kind": "502", "route": "submit"}
         ) as response:
             assert response.status == 200
             await response.read()
-        async with session.post(emu.url + "/_faults", json={"kind": "teapot"}) as response:
+        async with http.post(emu.url + "/_faults", json={"kind": "teapot"}) as response:
             assert response.status == 400
             await response.read()
-        async with session.post(
+        async with http.post(
             emu.url + "/_scripts", json={"prompt_contains": "doom", "outcome": "cancelled"}
         ) as response:
             assert response.status == 200
             await response.read()
-        assert (await post(session, emu))[0] == 502
-        task_id = await submit(session, emu, prompt="doom cat")
+        assert (await post(http, emu))[0] == 502
+        task_id = await submit(http, emu, prompt="doom cat")
         await sleep_until(emu.task_record(task_id).completes_at)
-        _, body = await status(session, emu, task_id)
+        _, body = await status(http, emu, task_id)
         assert body["data"]["status"] == "cancelled"
 
 
-async def test_scripted_outcomes(session: aiohttp.ClientSession) -> None:
+async def test_scripted_outcomes(http: aiohttp.ClientSession) -> None:
     """Scripts fix a job's outcome, error and run time by prompt; the first match wins."""
     async with Emulator(fast(estimated_time=2.0, queue_time=0.0)) as emu:
         emu.script(prompt_contains="slow cat", time_factor=50.0)
@@ -713,38 +668,39 @@ async def test_scripted_outcomes(session: aiohttp.ClientSession) -> None:
                    error_message="no cats allowed")  # fmt: skip
         emu.script(prompt_contains="stop", outcome="cancelled")
         emu.script(prompt_contains="doomed", outcome="completed")  # shadowed
-        normal = emu.task_record(await submit(session, emu, prompt="cat"))
-        slow = emu.task_record(await submit(session, emu, prompt="a slow cat"))
-        doomed = await submit(session, emu, prompt="doomed cat")
-        stopped = await submit(session, emu, prompt="stop it")
+        normal = emu.task_record(await submit(http, emu, prompt="cat"))
+        slow = emu.task_record(await submit(http, emu, prompt="a slow cat"))
+        doomed = await submit(http, emu, prompt="doomed cat")
+        stopped = await submit(http, emu, prompt="stop it")
         assert slow.actual_time == pytest.approx(50 * normal.actual_time)
         assert slow.outcome == "completed"
 
         await sleep_until(max(emu.task_record(t).completes_at for t in (doomed, stopped)))
-        _, failed = await status(session, emu, doomed)
+        _, failed = await status(http, emu, doomed)
         assert failed["data"]["status"] == "failed"
         assert failed["data"]["error"] == {"code": "E42", "message": "no cats allowed"}
-        _, cancelled = await status(session, emu, stopped)
+        _, cancelled = await status(http, emu, stopped)
         assert cancelled["data"]["status"] == "cancelled"
         assert "result" not in cancelled["data"]
         assert "error" not in cancelled["data"]
-        _, running = await status(session, emu, slow.task_id)
+        _, running = await status(http, emu, slow.task_id)
         assert running["data"]["status"] == "processing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shape", "allowed"),
     [("linear", set(range(100))), ("steps", {0, 25, 50, 75}), ("stuck", {0})],
 )
 async def test_progress_shapes_over_http(
-    session: aiohttp.ClientSession, shape: str, allowed: set[int]
+    http: aiohttp.ClientSession, shape: str, allowed: set[int]
 ) -> None:
     """Polled progress follows the shape: rising 0..99, 25-point steps, or stuck at 0."""
     async with Emulator(fast(progress_shape=shape, queue_time=0.0, estimated_time=120.0)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         seen: list[int] = []
         while True:
-            _, body = await status(session, emu, task_id)
+            _, body = await status(http, emu, task_id)
             if body["data"]["status"] != "processing":
                 break
             seen.append(body["data"]["progress"])
@@ -763,27 +719,27 @@ def test_progress_shape_values() -> None:
     assert [progress_at("stuck", f) for f in (0, 0.5, 1)] == [0, 0, 0]
 
 
-async def test_spread_is_seeded_and_varies(session: aiohttp.ClientSession) -> None:
+async def test_spread_is_seeded_and_varies(http: aiohttp.ClientSession) -> None:
     """With spread > 0 run times vary around the estimate, reproducibly for a seed."""
     runs: list[list[float]] = []
     for _ in range(2):
         async with Emulator(fast(spread=0.5, seed=11)) as emu:
-            ids = [await submit(session, emu) for _ in range(20)]
+            ids = [await submit(http, emu) for _ in range(20)]
             runs.append([emu.task_record(t).actual_time for t in ids])
     assert runs[0] == runs[1]
     assert len(set(runs[0])) == 20
     assert min(runs[0]) < 0.3 < max(runs[0])
 
 
-async def test_quirks_vary_the_response_shape(session: aiohttp.ClientSession) -> None:
+async def test_quirks_vary_the_response_shape(http: aiohttp.ClientSession) -> None:
     """With quirks, URLs come as strings or lists, numbers as strings, extra fields appear."""
     async with Emulator(fast(estimated_time=1.0, quirks=True)) as emu:
-        task_id = await submit(session, emu)
+        task_id = await submit(http, emu)
         await sleep_until(emu.task_record(task_id).completes_at)
         url_types: set[type] = set()
         string_numbers = extras = 0
         for _ in range(40):
-            _, body = await status(session, emu, task_id)
+            _, body = await status(http, emu, task_id)
             data = body["data"]
             url_types.add(type(data["result"]["videos"][0]["url"]))
             string_numbers += isinstance(data["progress"], str)
@@ -793,10 +749,10 @@ async def test_quirks_vary_the_response_shape(session: aiohttp.ClientSession) ->
         assert extras > 0
 
 
-async def test_many_tasks_are_cheap(session: aiohttp.ClientSession) -> None:
+async def test_many_tasks_are_cheap(http: aiohttp.ClientSession) -> None:
     """Thousands of tasks cost no background work: status is a function of the clock."""
     async with Emulator(fast()) as emu:
-        code, _ = await post(session, emu)
+        code, _ = await post(http, emu)
         assert code == 200
         for _ in range(5000):
             emu._state.create_task(dict(BODY))
@@ -835,17 +791,11 @@ def test_parser_builds_the_config() -> None:
     assert config.seed == 3
 
 
-async def test_command_prints_its_url(session: aiohttp.ClientSession) -> None:
+@pytest.mark.slow
+async def test_command_prints_its_url(http: aiohttp.ClientSession) -> None:
     """`python -m kling_async.emulator` prints KLING_EMULATOR_URL=... and serves there."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kling_async.emulator", "--port", "0", "--time-scale", "100",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    async with emulator_command("--time-scale", "100") as command:
+        process = command.process
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
         key, _, url = line.partition("=")
@@ -853,11 +803,7 @@ async def test_command_prints_its_url(session: aiohttp.ClientSession) -> None:
         assert url.startswith("http://127.0.0.1:")
         storage_line = (await asyncio.wait_for(process.stdout.readline(), 5)).decode()
         assert storage_line.startswith("KLING_EMULATOR_STORAGE_URL=http://127.0.0.1:")
-        async with session.get(url + "/_stats") as response:
+        async with http.get(url + "/_stats") as response:
             assert response.status == 200
             assert (await response.json())["requests_total"] == 0
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 0

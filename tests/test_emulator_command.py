@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import signal
-import sys
 from pathlib import Path
 
 import attrs
 import pytest
+from support.emulator_http import emulator_command
 
 from kling_async.emulator import EmulatorConfig, build_parser, config_from_args, main
 from kling_async.emulator._command import banner
@@ -78,18 +76,12 @@ def test_banner_counts_keys_instead_of_printing_them() -> None:
     assert SECRET not in repr(EmulatorConfig(api_keys=SECRET))
 
 
+@pytest.mark.slow
 async def test_command_banner_hides_the_keys() -> None:
     """The running command prints its URLs, then a banner without the accepted key."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kling_async.emulator", "--port", "0", "--api-key", SECRET,
-        "--preset", "realistic", "--time-scale", "100",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    flags = ("--api-key", SECRET, "--preset", "realistic", "--time-scale", "100")
+    async with emulator_command(*flags) as command:
+        process = command.process
         assert process.stdout is not None and process.stderr is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
         assert line.startswith("KLING_EMULATOR_URL=")
@@ -98,9 +90,6 @@ async def test_command_banner_hides_the_keys() -> None:
         assert SECRET not in shown
         assert "1 API key accepted" in shown
         assert re.search(r"clock_offset=3\.0", shown)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(process.communicate(), 20)
+    out, err = command.rest
     assert SECRET.encode() not in out + err
     assert process.returncode == 0

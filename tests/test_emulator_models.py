@@ -5,12 +5,11 @@ for fields a model does not document."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from test_emulator import fast, post, status
+from support.emulator_http import fast, post, status
 
 from kling_async.emulator import Emulator
 from kling_async.emulator._tasks import cost_units, estimate_for
@@ -33,12 +32,6 @@ OMNI: dict[str, Any] = {
     "image_urls": ["https://e.com/a.jpg", "https://e.com/b.jpg"],
 }
 TURBO: dict[str, Any] = {"model": "kling-3.0-turbo", "prompt": "a corgi", "resolution": "720p"}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def test_4k_is_slower_than_pro_and_turbo_faster_than_std() -> None:
@@ -77,11 +70,11 @@ def test_4k_is_slower_than_pro_and_turbo_faster_than_std() -> None:
         "turbo-url",
     ],
 )
-async def test_todays_bodies_are_accepted(session: aiohttp.ClientSession, body: Any) -> None:
+async def test_todays_bodies_are_accepted(http: aiohttp.ClientSession, body: Any) -> None:
     """What section 5 documents makes a task (kling-v3's i2v cap is not applied to 4k, nor
     to the other models)."""
     async with Emulator(fast(unknown_fields="refuse")) as emu:
-        code, answer = await post(session, emu, body)
+        code, answer = await post(http, emu, body)
         assert code == 200, answer
         (task_id,) = emu.task_ids()
         assert emu.task_record(task_id).request == body
@@ -147,11 +140,11 @@ async def test_todays_bodies_are_accepted(session: aiohttp.ClientSession, body: 
     ],
 )
 async def test_a_broken_rule_is_a_400_naming_the_field(
-    session: aiohttp.ClientSession, body: Any, param: str, words: str
+    http: aiohttp.ClientSession, body: Any, param: str, words: str
 ) -> None:
     """Each documented rule a body breaks is a 400 whose param names the field."""
     async with Emulator(fast(error_style="error_object")) as emu:
-        code, answer = await post(session, emu, body)
+        code, answer = await post(http, emu, body)
         assert code == 400
         assert answer["error"]["param"] == param
         assert words in answer["error"]["message"], answer
@@ -160,7 +153,7 @@ async def test_a_broken_rule_is_a_400_naming_the_field(
 
 @pytest.mark.parametrize("unknown_fields", ["accept", "refuse"])
 async def test_fields_a_model_does_not_document_are_accepted_or_refused_by_a_switch(
-    session: aiohttp.ClientSession, unknown_fields: str
+    http: aiohttp.ClientSession, unknown_fields: str
 ) -> None:
     """unknown_fields="accept" takes an undocumented field (kling-v3's resolution, turbo's
     mode); "refuse" answers 400 naming it."""
@@ -169,7 +162,7 @@ async def test_fields_a_model_does_not_document_are_accepted_or_refused_by_a_swi
             ({**V3, "cfg_scale": 0.5}, "cfg_scale"),
             ({**TURBO, "mode": "pro"}, "mode"),
         ):
-            code, answer = await post(session, emu, body)
+            code, answer = await post(http, emu, body)
             if unknown_fields == "accept":
                 assert code == 200, answer
             else:
@@ -177,17 +170,18 @@ async def test_fields_a_model_does_not_document_are_accepted_or_refused_by_a_swi
                 assert "not a field of" in answer["error"]["message"]
 
 
-async def test_a_story_is_about_its_shots(session: aiohttp.ClientSession) -> None:
+@pytest.mark.slow
+async def test_a_story_is_about_its_shots(http: aiohttp.ClientSession) -> None:
     """A custom multi-shot task without a prompt is about its shots' prompts: the fail marker
     in one fails it."""
     shots = [{**SHOTS[0], "prompt": "a seed [fail]"}, SHOTS[1]]
     async with Emulator(fast()) as emu:
-        code, answer = await post(session, emu, {**STORY, "multi_prompt": shots})
+        code, answer = await post(http, emu, {**STORY, "multi_prompt": shots})
         assert code == 200
         task_id = answer["data"][0]["task_id"]
         assert emu.task_record(task_id).prompt == "a seed [fail] / a flower"
         for _ in range(200):
-            _, data = await status(session, emu, task_id)
+            _, data = await status(http, emu, task_id)
             if data["data"]["status"] == "failed":
                 break
             await asyncio.sleep(0.02)

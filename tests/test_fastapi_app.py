@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from uvicorn_support import uvicorn
+from support.uvicorn import APP_DIR, service_env, serving
 
 from kling_async import (
     AuthenticationError,
@@ -46,8 +45,6 @@ from kling_async.testing import (
     session_for,
     slow_prompt,
 )
-
-APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app"
 
 
 def _load_example() -> ModuleType:
@@ -209,6 +206,7 @@ async def test_events_of_a_finished_task_is_one_done_event(client: httpx.AsyncCl
     assert [kind for kind, _ in events] == ["done"]
 
 
+@pytest.mark.slow
 async def test_events_send_heartbeats_while_quiet(kling_emulator: Emulator) -> None:
     """A quiet stream carries keep-alive comments every `heartbeat` seconds."""
     slow_prompt(kling_emulator, "snail", factor=5)
@@ -432,15 +430,16 @@ async def uvicorn_service(
     emulator: Emulator, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     """`uvicorn app:app` in a subprocess, configured by environment like a deployment."""
-    env = {**os.environ, "APIMART_API_KEY": "service-key", "APIMART_BASE_URL": emulator.url}
+    env = service_env(emulator.url)
     log = tmp_path / "uvicorn.log"
     async with (
-        uvicorn("app:app", "--app-dir", str(APP_DIR), env=env, log=log) as url,
+        serving("app:app", "--app-dir", str(APP_DIR), env=env, log=log) as url,
         httpx.AsyncClient(base_url=url, timeout=20) as client,
     ):
         yield client, log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kling_emulator_config", [fast_config(spread=0.0)])
 async def test_under_uvicorn_end_to_end(kling_emulator: Emulator, tmp_path: Path) -> None:
     """Under uvicorn: submit, status, a live SSE stream, result, a failed task, an API 429."""

@@ -12,26 +12,24 @@ directory only.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from support.loop import WAIT, LoopThread, loop_thread
+from support.uvicorn import APP_DIR, service_env, uvicorn
 
 from kling_async.emulator import Emulator, EmulatorConfig
 from kling_async.testing import slow_prompt
+
+pytestmark = pytest.mark.slow  # uvicorn and Chromium in child processes
 
 try:
     from selenium import webdriver
@@ -41,7 +39,6 @@ try:
 except ImportError:  # pragma: no cover - reported by the `browser` fixture
     webdriver = None  # type: ignore[assignment]
 
-APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -53,7 +50,6 @@ SCREENSHOTS_ENV = "KLING_PAGE_SCREENSHOTS"
 SCREENSHOT_SIZES = {"page-360.png": (360, 740), "page-desktop.png": (1024, 800)}
 MAX_SCREENSHOT_BYTES = 100_000
 TIME_SCALE = 20.0  # as in the README: a std 5 s job takes 3 s, a 10 s one 4.8 s
-WAIT = 60.0  # seconds any one explicit wait may take: generous, the box is busy
 TERMINAL = {"completed", "failed", "cancelled"}
 
 T = TypeVar("T")
@@ -105,87 +101,16 @@ STREAMS_JS = "return window.openedStreams.map((s) => [new URL(s.url).pathname, s
 # -- the emulator, the service and the browser ---------------------------------------------
 
 
-@dataclass
-class EmulatorThread:
-    """A running emulator and the event loop (in its own thread) that serves it."""
-
-    emulator: Emulator
-    loop: asyncio.AbstractEventLoop
-
-    def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on the emulator's loop (scripting is not thread-safe)."""
-
-        async def run() -> T:
-            return function(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(WAIT)
-
-
-@contextmanager
-def emulator_in_a_thread(config: EmulatorConfig) -> Iterator[EmulatorThread]:
-    """An in-process emulator on a loop of its own, so blocking browser calls never stall it."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    running: list[EmulatorThread] = []
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        try:
-            async with Emulator(config) as emulator:
-                running.append(EmulatorThread(emulator, loop))
-                ready.set()
-                await stop.wait()
-        finally:
-            ready.set()
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(serve())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=main, name="kling-emulator", daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(WAIT) and running, "the emulator did not start"
-        yield running[0]
-    finally:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(WAIT)
-
-
 @contextmanager
 def uvicorn_service(
     emulator: Emulator, log: Path, port: int = 0
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`uvicorn app:app` in a child process on loopback ``port`` (0: a free one): URL, process."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart takes the port
-    listener.bind(("127.0.0.1", port))
-    listener.listen()
-    port = listener.getsockname()[1]
-    env = {**os.environ, "APIMART_API_KEY": "service-key", "APIMART_BASE_URL": emulator.url}
-    with log.open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app:app",
-             "--app-dir", str(APP_DIR), "--fd", str(listener.fileno())],
-            env=env, pass_fds=[listener.fileno()],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-        )  # fmt: skip
-    listener.close()  # the child holds it: if it dies, connections fail instead of hanging
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            process.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+    env = service_env(emulator.url)
+    with uvicorn(
+        "app:app", "--app-dir", str(APP_DIR), env=env, log=log, port=port, stop_within=WAIT
+    ) as running:
+        yield running
 
 
 def require_browser() -> None:
@@ -205,16 +130,19 @@ def require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def emulator_thread() -> Iterator[EmulatorThread]:
+def emulator_thread() -> Iterator[LoopThread]:
+    """The loop (in a thread of its own) the emulator serves on."""
     require_browser()
-    # spread=0: every job takes exactly its estimate, so timings are the same on every run
-    with emulator_in_a_thread(EmulatorConfig(time_scale=TIME_SCALE, spread=0.0)) as running:
-        yield running
+    with loop_thread() as loop:
+        yield loop
 
 
 @pytest.fixture(scope="module")
-def emulator(emulator_thread: EmulatorThread) -> Emulator:
-    return emulator_thread.emulator
+def emulator(emulator_thread: LoopThread) -> Iterator[Emulator]:
+    # spread=0: every job takes exactly its estimate, so timings are the same on every run
+    config = EmulatorConfig(time_scale=TIME_SCALE, spread=0.0)
+    with emulator_thread.entered(Emulator(config)) as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="module")
@@ -460,10 +388,10 @@ def test_a_stream_cut_by_a_crashed_service_reconnects_and_the_card_still_ends(
 
 
 def test_the_page_fits_a_phone_names_its_controls_and_makes_the_screenshots(
-    page: Page, emulator_thread: EmulatorThread, tmp_path: Path
+    page: Page, emulator_thread: LoopThread, emulator: Emulator, tmp_path: Path
 ) -> None:
     """At 360 px nothing scrolls sideways, every control has a name, statuses are live."""
-    emulator_thread.call(slow_prompt, emulator_thread.emulator, "sunrise", 4.0)  # 12 s
+    emulator_thread.call(slow_prompt, emulator, "sunrise", 4.0)  # 12 s
     cat = page.submit("a golden cat running on a sunlit meadow")
     failed = page.submit("a [fail] dance in the rain")
     sunrise = page.submit("a time-lapse of a sunrise over the sea")

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from uvicorn_support import uvicorn
+import pytest
+from support.uvicorn import APP_DIR, service_env, serving
 
 from kling_async import KlingSession, TextToVideo
 from kling_async.emulator import Emulator
 from kling_async.testing import fast_config
 
+pytestmark = pytest.mark.slow  # uvicorn's workers and redis-server in child processes
+
 TESTS = Path(__file__).resolve().parent
-APP_DIR = TESTS.parent / "examples" / "fastapi_app"
 WORKERS = 4
 
 
@@ -31,18 +33,16 @@ async def uvicorn_workers(
 ) -> AsyncIterator[tuple[str, Path]]:
     """``uvicorn --workers 4`` in a child process, configured by environment like a
     deployment (``KLING_REDIS_URL`` included); yields its URL and log."""
-    env = {
-        **os.environ,
-        "APIMART_API_KEY": "service-key",
-        "APIMART_BASE_URL": emulator.url,
-        "KLING_REDIS_URL": redis_url,
+    env = service_env(
+        emulator.url,
+        KLING_REDIS_URL=redis_url,
         # the example's app.py, and the wrapper naming the worker in a response header
-        "PYTHONPATH": os.pathsep.join([str(APP_DIR), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
+        PYTHONPATH=os.pathsep.join([str(APP_DIR), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    )
     log = tmp_path / "uvicorn.log"
     options = ["--workers", str(WORKERS)]
     options += ["--timeout-keep-alive", "600"]  # a pinned connection (below) stays with its worker
-    async with uvicorn("fastapi_worker_app:app", *options, env=env, log=log) as url:
+    async with serving("support.fastapi_worker_app:app", *options, env=env, log=log) as url:
         yield url, log
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import stray_tasks
-from scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.sessions import stray_tasks
 
 from kling_async import (
     DownloadError,
@@ -93,6 +93,7 @@ async def test_an_absurd_estimate_breaks_nothing():
     assert len(results) == 5
 
 
+@pytest.mark.slow
 async def test_finished_tasks_leave_nothing_behind_without_estimates():
     """2,000 tasks whose server never sends estimated_time leave the session holding none."""
 

@@ -66,6 +66,7 @@ def test_steps_survive_reopening(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_intent_with_its_key_is_durable_before_anything_else(tmp_path: Path) -> None:
     """An intent, key included, is visible to another process while the writer holds it."""
     path = tmp_path / "j.sqlite3"

@@ -7,12 +7,13 @@ import random
 import time
 
 import pytest
-from conftest import fast_session, stray_tasks
+from support.sessions import fast_session, stray_tasks
 
 from kling_async import KlingError, RetryPolicy, SessionClosedError, TextToVideo
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
 
 
+@pytest.mark.slow
 async def test_random_cancellations_never_disturb_other_awaiters(session, emulator):
     """Cancelling one of two awaiters per task at random moments leaves every other one whole."""
     emulator.script(prompt_contains="cancel-me", time_factor=2.0)
@@ -34,6 +35,7 @@ async def test_random_cancellations_never_disturb_other_awaiters(session, emulat
     assert session.poll_stats().tasks == 0
 
 
+@pytest.mark.slow
 async def test_cancel_mid_request_then_the_session_still_works(emulator):
     """A status call cancelled while its request is in flight leaves the session usable."""
     async with Emulator(EmulatorConfig(time_scale=200.0, slow_delay=0.3)) as emu:
@@ -63,6 +65,7 @@ async def test_cancel_mid_backoff_leaves_nothing_running(emulator):
     assert stray_tasks() == set()
 
 
+@pytest.mark.slow
 async def test_cancel_during_download_leaves_no_file(emulator, tmp_path):
     """A download cancelled mid-stream leaves neither the target nor a temporary file."""
     async with Emulator(EmulatorConfig(time_scale=200.0, slow_delay=0.5)) as emu:

@@ -196,6 +196,7 @@ def first_commands() -> list[Any]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", first_commands())
 def test_first_command_saves_a_video(block: Block, tmp_path: Path) -> None:
     """The set-up's ``kling-async generate ... --emulator --out cat.mp4`` saves an MP4."""
@@ -277,6 +278,7 @@ def test_every_page_is_searched() -> None:
     assert {b.kind for b in blocks} == {"program", "app", "project"}, blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", blocks_of_kind("program"))
 async def test_program_runs(block: Block, kling_emulator: Emulator, tmp_path: Path):
     """A page's program exits 0 against the emulator, quietly, and saves only real MP4s."""
@@ -288,6 +290,7 @@ async def test_program_runs(block: Block, kling_emulator: Emulator, tmp_path: Pa
     assert not_videos(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", blocks_of_kind("app"))
 async def test_app_serves_videos(
     block: Block, kling_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -318,6 +321,7 @@ async def test_app_serves_videos(
     assert kling_emulator.stats.submissions == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("files", projects())
 def test_testing_example_passes_verbatim(files: list[Block], pytester: pytest.Pytester) -> None:
     """A page's conftest, pyproject and test files make a project passing -W error."""
@@ -334,6 +338,7 @@ def test_testing_example_passes_verbatim(files: list[Block], pytester: pytest.Py
     result.assert_outcomes(passed=tests, warnings=0)
 
 
+@pytest.mark.slow
 def test_hypothesis_settings_do_not_depend_on_ci() -> None:
     """The suite's Hypothesis settings are the same with and without $CI set."""
     from hypothesis._settings import _CI_VARS  # the variables that make Hypothesis say "CI"

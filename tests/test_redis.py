@@ -8,12 +8,15 @@ import logging
 import math
 from collections.abc import Callable
 
+import pytest
 from redis.asyncio import Redis
 
 from kling_async import KlingSession, PollPolicy, TextToVideo
-from kling_async._redis import HOLD, RedisCoordinator, namespace
+from kling_async._redis import RedisCoordinator, namespace
+from kling_async._redisbudget import HOLD
+from kling_async._redisleases import Leases
 from kling_async.emulator import Emulator
-from kling_async.testing import FAST_RETRY, fast_config
+from kling_async.testing import fast_config, session_for
 
 KEY = "sk-redis-test-0123456789"
 POLL = PollPolicy(min_interval=0.02, max_interval=0.3, max_requests_per_second=200)
@@ -30,11 +33,10 @@ async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> b
 
 def session_on(emu: Emulator, redis_url: str, **options: object) -> KlingSession:
     options.setdefault("poll", POLL)
-    return KlingSession(  # type: ignore[arg-type]
-        api_key=KEY, base_url=emu.url, retry=FAST_RETRY, redis=redis_url, **options
-    )
+    return session_for(emu, api_key=KEY, redis=redis_url, **options)
 
 
+@pytest.mark.slow
 async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):
     """Two sessions awaiting the same tasks send the status requests of about one: one of
     them checks each task, the other wakes from what it saw."""
@@ -54,6 +56,7 @@ async def test_a_task_awaited_by_two_sessions_is_checked_by_one(redis_server):
     assert emu.stats.status_calls_total == first_sent + second_sent
 
 
+@pytest.mark.slow
 async def test_a_session_reattaching_late_reads_the_shared_result(redis_server):
     """A session that re-attaches to a task another session saw end gets its result from
     Redis, without asking the API."""
@@ -68,6 +71,7 @@ async def test_a_session_reattaching_late_reads_the_shared_result(redis_server):
     assert emu.stats.status_calls_total == calls
 
 
+@pytest.mark.slow
 async def test_the_rate_budget_is_the_api_keys_across_sessions(redis_server):
     """Three sessions capped at 10 requests/s send at most 10 in any 1 s window together."""
     policy = PollPolicy(min_interval=0.02, max_interval=0.1, max_requests_per_second=10)
@@ -85,6 +89,7 @@ async def test_the_rate_budget_is_the_api_keys_across_sessions(redis_server):
     assert 0 < emu.stats.max_status_per_second <= 10
 
 
+@pytest.mark.slow
 async def test_a_budget_whose_window_was_lost_grants_nothing_for_a_hold(redis_server):
     """Once a process finds the budget's window lost (Redis flushed or restarted: the epoch
     it saw is gone), no process is granted anything for a hold of a window and a grant's
@@ -112,6 +117,7 @@ async def test_a_budget_whose_window_was_lost_grants_nothing_for_a_hold(redis_se
         await other.close()
 
 
+@pytest.mark.slow
 async def test_redis_keys_name_a_hash_of_the_key_and_all_expire(redis_server):
     """No Redis key contains the API key, and every key has a time to live."""
     async with Emulator(fast_config(time_scale=200.0)) as emu:
@@ -130,6 +136,7 @@ async def test_redis_keys_name_a_hash_of_the_key_and_all_expire(redis_server):
         await redis.aclose()
 
 
+@pytest.mark.slow
 async def test_without_redis_sessions_poll_on_their_own_then_rejoin(redis_server, caplog):
     """Redis stopped mid-wait: every wait still ends, with one warning; Redis back: the
     sessions coordinate again."""
@@ -157,6 +164,7 @@ async def test_without_redis_sessions_poll_on_their_own_then_rejoin(redis_server
     assert 1 <= len(warnings) <= 2  # one per session
 
 
+@pytest.mark.slow
 async def test_back_from_an_outage_a_session_stays_joined(redis_server):
     """Once Redis is back and the sessions rejoin, they stay joined: the connections left
     idle in their pools from before the outage (each would fail once, "closed by server")
@@ -220,6 +228,7 @@ class Sink:
         self.lessons.append((kind, name, value))
 
 
+@pytest.mark.slow
 async def test_lessons_and_pauses_reach_the_others_and_late_joiners(redis_server):
     """A lesson or a 429 pause one session shares reaches the others; lessons also reach a
     session that joins later."""
@@ -247,6 +256,7 @@ async def test_lessons_and_pauses_reach_the_others_and_late_joiners(redis_server
         await b.close()
 
 
+@pytest.mark.slow
 async def test_one_lease_per_task_and_a_released_one_is_taken_over(redis_server):
     """Of two coordinators watching a task one may check it; when it stops watching, the
     other is told it may, at once."""
@@ -278,6 +288,7 @@ async def test_the_redis_url_comes_from_the_environment(monkeypatch):
         assert not alone.poll_stats().shared
 
 
+@pytest.mark.slow
 async def test_a_status_nobody_has_seen_is_fetched_at_once(redis_server):
     """refresh() of a task no session has checked yet sends its check at once, as without
     Redis, instead of waiting for the planned check once this session holds the lease."""
@@ -290,23 +301,25 @@ async def test_a_status_nobody_has_seen_is_fetched_at_once(redis_server):
     assert emu.stats.status_calls_total == 1
 
 
+@pytest.mark.slow
 async def test_close_returns_even_if_the_client_swallows_the_cancellation(
     redis_server, monkeypatch
 ):
     """A cancellation the Redis client swallows mid-command (as redis-py sometimes does)
     does not keep the coordinator's background loop running: close() still returns."""
     swallowed = asyncio.Event()
-    leases = RedisCoordinator._leases
+    refresh = Leases.refresh
 
-    async def leases_swallowing_one_cancel(self: RedisCoordinator) -> None:
+    async def refresh_swallowing_one_cancel(self: Leases, life: float) -> tuple[list[str], int]:
         if swallowed.is_set():
-            return await leases(self)
+            return await refresh(self, life)
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
             swallowed.set()  # and carry on, as if the command had completed
+        return [], 1
 
-    monkeypatch.setattr(RedisCoordinator, "_leases", leases_swallowing_one_cancel)
+    monkeypatch.setattr(Leases, "refresh", refresh_swallowing_one_cancel)
     coordinator = RedisCoordinator(redis_server.url, KEY, POLL)
     coordinator.bind(Sink())
     coordinator.watch("task_x")

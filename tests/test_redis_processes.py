@@ -1,7 +1,7 @@
 """Separate processes sharing a real redis-server: one check per task between them, one
 rate budget, a killed checker taken over, Redis restarted mid-run.
 
-Each worker is ``tests/redis_worker.py`` in its own Python process, re-attaching by id to
+Each worker is ``tests/support/redis_worker.py`` in its own Python process, re-attaching by id to
 tasks the test submitted and reporting when each woke it. The emulator runs in a process
 of its own (:class:`kling_async.testing.EmulatorProcess`), as the API's servers do, so that
 the test process's pauses (reading the workers' reports, garbage collection late in a long
@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_proxy import RedisProxy
-from redis_worker import Worker
+from support.redis_proxy import RedisProxy
+from support.redis_worker import Worker
 
 from kling_async import KlingSession, TextToVideo
 from kling_async.testing import FAST_RETRY, EmulatorProcess, scaled_poll
+
+pytestmark = pytest.mark.slow  # redis-server, the emulator and the workers in child processes
 
 KEY = "sk-redis-processes-0123456789"
 SCALE = 20.0

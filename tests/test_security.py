@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import FAST_POLL, FAST_RETRY, fast_session
-from scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.scripted import ScriptedTransport, scripted_session, status_body, task_of
+from support.sessions import fast_session
 
 from kling_async import (
     DownloadError,
@@ -27,6 +27,7 @@ from kling_async import (
     VideoResult,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault, sample_video
+from kling_async.testing import FAST_RETRY
 
 SECRET = "sk-LEAKCANARY-7f3a9c1e5b"
 
@@ -81,9 +82,7 @@ def raw_answer(raw: bytes, status: int = 200, content_type: str = "application/j
 
 
 def hostile_session(url: str) -> KlingSession:
-    return KlingSession(
-        api_key=SECRET, base_url=url, poll=FAST_POLL, retry=FAST_RETRY, request_timeout=2.0
-    )
+    return fast_session(url, api_key=SECRET)
 
 
 def texts_of(obj: object) -> list[str]:
@@ -98,6 +97,7 @@ def texts_of(obj: object) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 async def test_the_key_never_appears_in_reprs_logs_or_errors(tmp_path, caplog):
     """With faults, failures and a key-echoing server, no repr, log or error text shows the key."""
     caplog.set_level(logging.DEBUG)  # every logger, aiohttp's included
@@ -165,6 +165,7 @@ async def test_an_echoed_key_never_reaches_an_error(echo, caplog):
     assert_no_key([info.value], caplog)
 
 
+@pytest.mark.slow
 async def test_an_echoed_key_never_reaches_a_status_a_result_or_a_failure(caplog):
     """A status echoing the key in a failed task's message, the progress or the result URL
     shows none of it in snapshots, results, errors or logs."""

@@ -8,7 +8,7 @@ import logging
 import time
 
 import pytest
-from conftest import API_KEY, FAST_RETRY, fast_session, stray_tasks
+from support.sessions import API_KEY, fast_session, stray_tasks
 
 from kling_async import (
     AuthenticationError,
@@ -31,6 +31,7 @@ from kling_async import (
     VideoResult,
 )
 from kling_async.emulator import Emulator, EmulatorConfig, Fault
+from kling_async.testing import FAST_RETRY
 
 
 async def test_submit_returns_a_handle_and_awaiting_gives_the_video(session, emulator):
@@ -45,6 +46,7 @@ async def test_submit_returns_a_handle_and_awaiting_gives_the_video(session, emu
     assert task.status is TaskStatus.COMPLETED
 
 
+@pytest.mark.slow
 async def test_sent_body_is_the_validated_request(session, emulator):
     """The emulator records exactly the fields of the request, duration as an int."""
     task = await session.submit(
@@ -62,6 +64,7 @@ async def test_sent_body_is_the_validated_request(session, emulator):
     await task
 
 
+@pytest.mark.slow
 async def test_wait_with_deadline_times_out_and_the_task_keeps_running(session, emulator):
     """A passed deadline raises TaskTimeoutError; waiting again still gets the result."""
     emulator.script(prompt_contains="slow", time_factor=4.0)
@@ -74,6 +77,7 @@ async def test_wait_with_deadline_times_out_and_the_task_keeps_running(session, 
     assert result.task_id == task.id
 
 
+@pytest.mark.slow
 async def test_updates_stream_progress_until_terminal(session, emulator):
     """updates() yields changing snapshots, progress never falling, ending on the final one."""
     emulator.script(prompt_contains="watched", time_factor=3.0)
@@ -140,6 +144,7 @@ async def test_handles_on_one_id_share_one_status_check(session, emulator):
     assert sent <= 8
 
 
+@pytest.mark.slow
 async def test_five_hundred_tasks_at_once(emulator):
     """500 submits through one session all resolve, and the emulator counts exactly 500."""
     async with fast_session(emulator.url) as session:
@@ -190,7 +195,7 @@ async def test_submit_retries_a_429_without_paying_twice(session, emulator):
         ("500", "after"),
         ("reset", "after"),
         ("truncated", "after"),
-        ("hang", "after"),
+        pytest.param("hang", "after", marks=pytest.mark.slow),  # the client's 2 s timeout
         ("502", "before"),
     ],
 )
@@ -368,6 +373,7 @@ async def test_cut_off_download_leaves_no_file(session, emulator, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 async def test_rate_cap_holds_for_the_whole_session(emulator):
     """With 100 tasks in flight, status requests never exceed max_requests_per_second."""
     poll = PollPolicy(min_interval=0.01, max_interval=0.2, max_requests_per_second=40)

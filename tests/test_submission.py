@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
-from scripted import ScriptedTransport, scripted_session
+from support.scripted import ScriptedTransport, scripted_session
 
 from kling_async import (
     APIError,

@@ -171,6 +171,7 @@ async def test_session_for_builds_an_unopened_session(kling_emulator: Emulator) 
     assert session.closed
 
 
+@pytest.mark.slow
 async def test_emulator_process_serves_from_its_own_process_and_stops() -> None:
     """EmulatorProcess runs the emulator command in a child process: a generation through
     it is counted and recorded there, counters reset, and the child is gone on exit."""
@@ -189,6 +190,7 @@ async def test_emulator_process_serves_from_its_own_process_and_stops() -> None:
     assert process is not None and process.returncode is not None
 
 
+@pytest.mark.slow
 async def test_emulator_process_that_cannot_start_says_so() -> None:
     """Flags the emulator command refuses end in a RuntimeError naming them."""
     with pytest.raises(RuntimeError, match="--time-scale=-1"):
@@ -196,6 +198,7 @@ async def test_emulator_process_that_cannot_start_says_so() -> None:
             pass
 
 
+@pytest.mark.slow
 async def test_emulator_process_that_never_starts_is_stopped_with_a_clear_error(
     tmp_path, monkeypatch
 ) -> None:
@@ -226,6 +229,7 @@ def test_scaled_poll_is_the_default_policy_on_a_faster_clock() -> None:
         scaled_poll(0)
 
 
+@pytest.mark.slow
 def test_documented_conftest_and_example_test_pass(pytester: pytest.Pytester) -> None:
     """The README's conftest line, example test and marker work in a fresh pytest run."""
     pytester.makeini(

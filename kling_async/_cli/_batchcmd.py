@@ -11,25 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._batch import BatchOptions, BatchRun, Display
+from ._batch import BatchRun
 from ._batchfile import BatchFileError, BatchLine, read_batch
+from ._connection import Connection, connection_from_args, open_session
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, CLIError
+from ._jobs import BatchOptions, Display, JobState
 from ._journal import Journal, JournalError, default_path
 from ._jsonlines import JsonBatchDisplay, emit, summary_record
 from ._lock import FileLock, LockedError
-from ._options import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    PROG,
-    CLIError,
-    Connection,
-    connection_from_args,
-    json_mode,
-    load_rich,
-    make_console,
-    open_session,
-    writable_dir,
-)
+from ._output import json_mode, load_rich, make_console, writable_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,7 +109,10 @@ async def _batch(
     display: Display,
 ) -> BatchRun:
     async with open_session(connection) as session:
-        run = BatchRun(session, journal, lines, options, display)
+        try:
+            run = BatchRun(session, journal, lines, options, display)
+        except JournalError as exc:  # a row no kling-async wrote
+            raise CLIError(f"{exc}; nothing was submitted") from exc
         try:
             await run.run()
         except ExceptionGroup as group:
@@ -168,9 +161,9 @@ def _batch_outcome(
         return EXIT_OK
     counts = run.counts()
     legacy = sum(job.legacy_uncertain for job in run.jobs)
-    if counts["uncertain"] - legacy:
+    if counts[JobState.UNCERTAIN] - legacy:
         print(
-            f"{counts['uncertain'] - legacy} line(s) are uncertain: retries ran out before "
+            f"{counts[JobState.UNCERTAIN] - legacy} line(s) are uncertain: retries ran out before "
             "the server said whether it took their POST. Re-running sends each again with "
             f"its own idempotency key, which cannot pay twice. {resume}",
             file=sys.stderr,
@@ -184,12 +177,13 @@ def _batch_outcome(
         )
     if run.halted:
         print(f"submissions stopped: {run.halted.removeprefix('not submitted: ')}", file=sys.stderr)
-    resumable = counts["error"] + counts["stopped"]
+    resumable = counts[JobState.ERROR] + counts[JobState.STOPPED]
     if resumable:
         print(f"{resumable} line(s) did not finish. {resume}", file=sys.stderr)
-    if counts["failed"]:
+    if counts[JobState.FAILED]:
         print(
-            f"{counts['failed']} line(s) failed on the server; --retry-failed submits them again.",
+            f"{counts[JobState.FAILED]} line(s) failed on the server; --retry-failed submits "
+            "them again.",
             file=sys.stderr,
         )
     return EXIT_FAILED

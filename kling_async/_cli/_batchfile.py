@@ -38,11 +38,11 @@ from .._models import (
     close_field,
     unknown_field_hint,
 )
-from .._upload import image_type
-from ._options import validation_message
+from .._upload import check_image
+from ._errors import validation_message
+from ._images import image_arg
 
 __all__ = [
-    "IMAGE_FIELDS",
     "BatchFileError",
     "BatchLine",
     "canonical_body",
@@ -50,8 +50,6 @@ __all__ = [
     "unknown_fields_note",
 ]
 
-#: The fields that name images: URLs, or local files.
-IMAGE_FIELDS = ("image_urls", "last_frame_image")
 _WRITTEN_AS = "https://local-file.invalid/"  # the stand-in URL of a local image in an identity
 
 
@@ -184,11 +182,12 @@ def _request(data: Any, folder: Path) -> tuple[VideoRequest, str]:
     written: dict[Path, str] = {}
 
     def image(value: Any) -> Any:
-        if not isinstance(value, str) or value.lower().startswith(("http://", "https://")):
-            return value  # a URL, or something for the library to refuse
-        path = folder / value
-        written[path] = value
-        return path
+        if not isinstance(value, str):
+            return value  # for the library to refuse
+        named = image_arg(value, folder)
+        if isinstance(named, Path):
+            written[named] = value
+        return named
 
     fields = dict(data)
     if isinstance(fields.get("image_urls"), list):
@@ -199,26 +198,10 @@ def _request(data: Any, folder: Path) -> tuple[VideoRequest, str]:
     if not request.local_images:
         return request, canonical_body(request)
     for field, path in request.image_fields():
-        _check_image(path, field)
+        check_image(path, field)
     # The identity names each local image as the line wrote it (not its upload's URL,
     # which differs on every upload), through a stand-in URL that can never be fetched.
     as_written = request.with_image_urls(
         {path: _WRITTEN_AS + quote(value) for path, value in written.items()}
     )
     return request, canonical_body(as_written)
-
-
-def _check_image(path: Path, field: str) -> None:
-    """Refuse a local image that cannot be read or is not a type the API takes, reading
-    only its first bytes (the whole file is read when it is uploaded)."""
-    try:
-        with path.open("rb") as file:
-            head = file.read(16)
-    except OSError as exc:
-        raise RequestValidationError(
-            field, f"cannot read the image: {exc.strerror or exc}", str(path)
-        ) from exc
-    if image_type(head) is None:
-        raise RequestValidationError(
-            field, "not a JPEG, PNG, GIF or WebP image (judged by its bytes)", str(path)
-        )

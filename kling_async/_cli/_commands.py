@@ -15,24 +15,14 @@ import attrs
 from .._convert import request_body
 from .._exceptions import KlingError, RequestValidationError, SubmissionUncertainError
 from .._models import VideoRequest
-from .._session import KlingSession, check_idempotency_key
+from .._session import KlingSession
+from .._submission import check_idempotency_key, new_idempotency_key
 from .._task import Task
+from ._connection import KEY_PREFIX, Connection, connection_from_args, open_session
+from ._errors import EXIT_FAILED, EXIT_OK, PROG, CLIError, validation_message
+from ._images import image_arg
 from ._jsonlines import emit, snapshot_record
-from ._options import (
-    EXIT_FAILED,
-    EXIT_OK,
-    PROG,
-    CLIError,
-    Connection,
-    connection_from_args,
-    json_mode,
-    load_rich,
-    make_console,
-    new_idempotency_key,
-    open_session,
-    validation_message,
-    writable_dir,
-)
+from ._output import json_mode, load_rich, make_console, writable_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,11 +45,6 @@ OPTION_OF = {
     "shot_type": "--shot-type",
     "multi_prompt": "--shot",
 }
-
-
-def image_arg(value: str) -> str | Path:
-    """An ``--image``/``--last-frame`` value: an http(s) URL as is, anything else a path."""
-    return value if value.lower().startswith(("http://", "https://")) else Path(value)
 
 
 def _request_from_args(args: argparse.Namespace) -> VideoRequest:
@@ -175,7 +160,7 @@ async def _generate(
     target: Path | None,
     console: Console | None,
 ) -> int:
-    key: str = args.idempotency_key or new_idempotency_key()
+    key: str = args.idempotency_key or new_idempotency_key(KEY_PREFIX)
     local = bool(request.local_images)
     async with open_session(connection) as session:
         try:
@@ -197,7 +182,7 @@ async def _generate(
             await _watch(task, args, console)
             saved = await _save(session, task, path, console)
         except asyncio.CancelledError:
-            if connection.emulator_time_scale is None:  # an emulated task ends with us
+            if connection.emulator is None:  # an emulated task ends with us
                 print(
                     f"interrupted: task {task.id} keeps running; save it later with: "
                     f"{PROG} download {task.id} --out {shlex.quote(str(path))}",

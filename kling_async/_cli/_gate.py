@@ -3,7 +3,9 @@ says "too many at once" (upstream code 1303).
 
 Additive increase, multiplicative decrease, as TCP does with its window: each refusal
 halves the limit (never below one), and each run of successes as long as the limit adds
-one back, up to what was asked.
+one back, up to what was asked. A line refused so is sent again after a backoff
+(:class:`TooManyAtOnce`), until refusals with none of the run's tasks running to free a
+slot show that waiting will not help.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-__all__ = ["SubmitGate"]
+import attrs
+
+from .._config import RetryPolicy
+from .._exceptions import KlingError
+from .._retry import retry_delay
+
+__all__ = ["SubmitGate", "TooManyAtOnce"]
 
 
 class SubmitGate:
@@ -62,3 +70,25 @@ class SubmitGate:
             async with self._changed:
                 self.limit += 1
                 self._changed.notify_all()
+
+
+@attrs.define
+class TooManyAtOnce:
+    """One line's "too many at once" refusals: when to send it again, if ever."""
+
+    policy: RetryPolicy
+    rounds: int = 0
+    """Refusals so far."""
+    alone: int = 0
+    """Refusals while none of the run's other tasks was running to free a slot."""
+
+    def again(self, exc: KlingError, *, freeing: bool) -> float | None:
+        """Seconds until the line is sent again after refusal ``exc`` (``freeing``: another
+        task of the run is running, and will free a slot), or None after
+        ``max_attempts`` refusals with nothing of the run's running."""
+        self.alone += 0 if freeing else 1
+        if self.alone >= self.policy.max_attempts:
+            return None
+        wait = retry_delay(exc, self.rounds, self.policy)
+        self.rounds += 1
+        return wait

@@ -1,7 +1,8 @@
 """The batch journal: a SQLite record that lets a batch resume without paying twice.
 
 One row per job (keyed by the line's identity, see ``_batchfile``), moved forward by
-single-statement writes, each committed before the next step is taken::
+single-statement writes, each committed before the next step is taken (the states are
+:class:`JournalState`, the moves :data:`NEXT`)::
 
     intent ──POST returned an id──▶ submitted ──task ended──▶ completed ──file saved──▶ downloaded
                                               └────────────▶ failed / cancelled
@@ -23,10 +24,12 @@ an error, never mistaken for a new journal.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +37,53 @@ import attrs
 
 from ._lock import FileLock, LockedError
 
-__all__ = ["SCHEMA_VERSION", "Journal", "JournalError", "JournalRow", "default_path"]
+__all__ = [
+    "FINISHED",
+    "NEXT",
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalError",
+    "JournalRow",
+    "JournalState",
+    "default_path",
+]
 
 SCHEMA_VERSION = 2  # 2: jobs.idempotency_key
 DEFAULT_NAME = ".kling-journal.sqlite3"
+
+
+class JournalState(enum.StrEnum):
+    """A job's state in the journal; the value is what the ``state`` column holds."""
+
+    INTENT = "intent"
+    """A POST is about to be sent (or was: its task id never came back): *unsettled*."""
+    SUBMITTED = "submitted"
+    """The POST returned a task id."""
+    COMPLETED = "completed"
+    """The task completed; its video is not saved yet."""
+    DOWNLOADED = "downloaded"
+    """The video is saved."""
+    FAILED = "failed"
+    """The task failed on the server."""
+    CANCELLED = "cancelled"
+    """The task was cancelled on the server."""
+
+
+NEXT: Mapping[JournalState, frozenset[JournalState]] = {
+    # An intent is sent again (same key) or replaced by a new one; a POST the server
+    # surely did not take deletes its row (``not_submitted``).
+    JournalState.INTENT: frozenset({JournalState.INTENT, JournalState.SUBMITTED}),
+    JournalState.SUBMITTED: frozenset(
+        {JournalState.COMPLETED, JournalState.FAILED, JournalState.CANCELLED}
+    ),
+    JournalState.COMPLETED: frozenset({JournalState.DOWNLOADED}),
+    JournalState.DOWNLOADED: frozenset({JournalState.DOWNLOADED}),  # the file went missing
+    JournalState.FAILED: frozenset({JournalState.INTENT}),  # --retry-failed
+    JournalState.CANCELLED: frozenset({JournalState.INTENT}),
+}
+"""The one table of the journal's moves: the states each state may be followed by."""
+FINISHED = NEXT[JournalState.SUBMITTED]
+"""The states a task's end moves a row to (:meth:`Journal.finished`)."""
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +91,7 @@ CREATE TABLE jobs (
     key      TEXT PRIMARY KEY,   -- the line's identity: request hash + occurrence
     line     INTEGER NOT NULL,   -- line number when last touched (for messages)
     request  TEXT NOT NULL,      -- the JSON body the POST sends (uploaded image URLs included)
-    state    TEXT NOT NULL,      -- intent | submitted | completed | downloaded | failed | cancelled
+    state    TEXT NOT NULL,      -- a JournalState: intent, submitted, completed, ...
     task_id  TEXT,               -- NULL only while state = 'intent'
     filename TEXT NOT NULL,      -- the video's name inside the output directory
     error    TEXT,               -- why the job failed, or the last problem met
@@ -69,7 +115,7 @@ class JournalRow:
     line: int
     request: str
     """The JSON body its POST sends."""
-    state: str
+    state: JournalState
     task_id: str | None
     filename: str
     error: str | None
@@ -80,7 +126,7 @@ class JournalRow:
     @property
     def unsettled(self) -> bool:
         """True if a POST was (or was about to be) sent and its task id never recorded."""
-        return self.state == "intent"
+        return self.state is JournalState.INTENT
 
 
 def default_path(out_dir: Path) -> Path:
@@ -198,7 +244,18 @@ class Journal:
     def rows(self) -> dict[str, JournalRow]:
         """Every job recorded, by key."""
         rows = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall()
-        return {row[0]: JournalRow(*row) for row in rows}
+        return {row[0]: self._row(row) for row in rows}
+
+    def _row(self, values: tuple[Any, ...]) -> JournalRow:
+        key, line, request, state, *rest = values
+        try:
+            known = JournalState(state)
+        except ValueError:
+            raise JournalError(
+                f"the journal {self.path} holds a row in an unknown state {state!r} (line "
+                f"{line}); it was not written by this kling-async"
+            ) from None
+        return JournalRow(key, line, request, known, *rest)
 
     # -- the steps of a job ----------------------------------------------------------------
 
@@ -210,38 +267,38 @@ class Journal:
         the body, the key and any earlier outcome."""
         self._write(
             "INSERT INTO jobs (key, line, request, state, filename, attempts, updated,"
-            " idempotency_key) VALUES (?, ?, ?, 'intent', ?, 1, ?, ?)"
+            " idempotency_key) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET line = excluded.line, request = excluded.request,"
-            " state = 'intent', task_id = NULL, error = NULL, attempts = attempts + 1,"
+            " state = excluded.state, task_id = NULL, error = NULL, attempts = attempts + 1,"
             " updated = excluded.updated, idempotency_key = excluded.idempotency_key",
-            (key, line, request, filename, time.time(), idempotency_key),
+            (key, line, request, JournalState.INTENT, filename, time.time(), idempotency_key),
         )
 
     def resending(self, key: str, line: int) -> None:
         """Record that an unsettled intent's POST is sent again, same key and body."""
         self._write(
             "UPDATE jobs SET line = ?, attempts = attempts + 1, updated = ?"
-            " WHERE key = ? AND state = 'intent'",
-            (line, time.time(), key),
+            " WHERE key = ? AND state = ?",
+            (line, time.time(), key, JournalState.INTENT),
         )
 
     def submitted(self, key: str, task_id: str) -> None:
         """Record the task id the POST returned."""
-        self._update(key, state="submitted", task_id=task_id, error=None)
+        self._update(key, state=JournalState.SUBMITTED, task_id=task_id, error=None)
 
     def not_submitted(self, key: str) -> None:
         """Undo an intent: the server surely did not take the POST (refused, 400, 401, 429)."""
-        self._write("DELETE FROM jobs WHERE key = ? AND state = 'intent'", (key,))
+        self._write("DELETE FROM jobs WHERE key = ? AND state = ?", (key, JournalState.INTENT))
 
-    def finished(self, key: str, state: str, error: str | None = None) -> None:
-        """Record the task's terminal state: completed, failed or cancelled."""
-        if state not in ("completed", "failed", "cancelled"):
-            raise ValueError(f"not a terminal state: {state!r}")
+    def finished(self, key: str, state: JournalState, error: str | None = None) -> None:
+        """Record the task's terminal state: one of :data:`FINISHED`."""
+        if state not in FINISHED:
+            raise ValueError(f"not a terminal state: {str(state)!r}")
         self._update(key, state=state, error=error)
 
     def downloaded(self, key: str, filename: str) -> None:
         """Record that the video is saved under ``filename``."""
-        self._update(key, state="downloaded", filename=filename, error=None)
+        self._update(key, state=JournalState.DOWNLOADED, filename=filename, error=None)
 
     def problem(self, key: str, error: str) -> None:
         """Note a problem that leaves the state as it is (an uncertain POST, a download or a

@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 
 from .._models import TaskSnapshot
-from ._batch import BatchRun, Job
+from ._batch import BatchRun
+from ._jobs import Job, JobState
 
 __all__ = ["JsonBatchDisplay", "emit", "job_record", "snapshot_record", "summary_record"]
 
@@ -33,7 +34,7 @@ def job_record(job: Job, out_dir: Path) -> dict[str, Any]:
         "state": job.state,
         "task_id": job.task_id,
         "progress": job.progress,
-        "file": str(out_dir / job.filename) if job.state == "done" else None,
+        "file": str(out_dir / job.filename) if job.state is JobState.DONE else None,
         "error": job.error,
         "cost": job.cost,
         "credits_cost": job.credits_cost,
@@ -82,7 +83,7 @@ class JsonBatchDisplay:
     def __init__(self, out_dir: Path, journal: Path | None) -> None:
         self._out_dir = out_dir
         self._journal = journal
-        self._last: dict[int, str] = {}
+        self._last: dict[int, JobState] = {}
 
     def start(self, jobs: list[Job]) -> None:
         """Announce the run: how many lines, where videos and journal go, what is left."""

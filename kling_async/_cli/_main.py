@@ -1,8 +1,5 @@
-"""The ``kling-async`` command: parse, dispatch, turn errors into one message and an exit code.
-
-Exit codes: 0 everything succeeded; 1 a task failed, a line did not finish, or the API or
-network refused; 2 bad options or input (nothing was submitted); 130 interrupted.
-"""
+"""The ``kling-async`` command: parse, dispatch, turn errors into one message and an exit
+code (the codes are ``_errors``'s)."""
 
 from __future__ import annotations
 
@@ -13,8 +10,9 @@ from typing import Any
 
 from ._batchcmd import batch
 from ._commands import download, generate, status, wait
+from ._errors import EXIT_INTERRUPTED, PROG, CLIError
 from ._jsonlines import emit
-from ._options import EXIT_INTERRUPTED, PROG, CLIError, json_mode
+from ._output import json_mode
 from ._parser import build_parser
 
 __all__ = ["main"]

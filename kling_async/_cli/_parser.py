@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from .. import __version__
+from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, PollPolicy
 from .._models import (
     ASPECT_RATIOS,
     KLING_V3,
@@ -17,8 +20,11 @@ from .._models import (
     MIN_DURATION,
     MODES,
     SHOT_TYPES,
+    KlingV3Request,
 )
-from ._options import DEFAULT_EMULATOR_TIME_SCALE, PROG
+from ._connection import DEFAULT_EMULATOR_TIME_SCALE
+from ._errors import PROG
+from ._jobs import BatchOptions
 
 __all__ = ["build_parser", "field_arg", "shot_arg"]
 
@@ -48,16 +54,21 @@ def field_arg(value: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full command-line parser (global options work before or after the command)."""
+    """The full command-line parser (global options work before or after the command).
+
+    The defaults it shows are the library's own (``PollPolicy()``, ``KlingV3Request``'s,
+    ``BatchOptions``'), never written again here."""
+    poll = PollPolicy()
+    request = attrs.fields(KlingV3Request)
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     group.add_argument(
-        "--api-key", default=argparse.SUPPRESS, help="API key (default: $APIMART_API_KEY)"
+        "--api-key", default=argparse.SUPPRESS, help=f"API key (default: ${API_KEY_ENV})"
     )
     group.add_argument(
         "--base-url",
         default=argparse.SUPPRESS,
-        help="API base URL (default: $APIMART_BASE_URL, else https://api.apimart.ai)",
+        help=f"API base URL (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
     group.add_argument(
         "--json",
@@ -78,19 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-poll-interval",
         type=float,
         metavar="SECONDS",
-        help="shortest gap between two status checks of a task (default 2)",
+        help=f"shortest gap between two status checks of a task (default {poll.min_interval:g})",
     )
     group.add_argument(
         "--max-poll-interval",
         type=float,
         metavar="SECONDS",
-        help="longest gap between two status checks of a task (default 30)",
+        help=f"longest gap between two status checks of a task (default {poll.max_interval:g})",
     )
     group.add_argument(
         "--max-polls-per-second",
         type=float,
         metavar="N",
-        help="cap on status requests per second for the whole command (default 10)",
+        help="cap on status requests per second for the whole command (default "
+        f"{poll.max_requests_per_second:g})",
     )
 
     emulated = argparse.ArgumentParser(add_help=False)
@@ -138,19 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--mode",
         metavar="MODE",
-        help=f"{' | '.join(MODES)}: 720p, 1080p or 4K (default std)",
+        help=f"{' | '.join(MODES)}: 720p, 1080p or 4K (default {request.mode.default})",
     )
     gen.add_argument(
         "--duration",
         type=int,
         metavar="SECONDS",
         help=f"whole seconds, {MIN_DURATION}-{MAX_DURATION} (image-to-video and pro: at most "
-        f"{MAX_DURATION_I2V_OR_PRO}; default 5, or the shots' total with --shot)",
+        f"{MAX_DURATION_I2V_OR_PRO}; default {request.duration.default}, or the shots' total "
+        "with --shot)",
     )
     gen.add_argument(
         "--aspect-ratio",
         metavar="RATIO",
-        help=f"frame shape, {' | '.join(ASPECT_RATIOS)} (default 16:9; an image's own shape "
+        help=f"frame shape, {' | '.join(ASPECT_RATIOS)} (default {request.aspect_ratio.default}; "
+        "an image's own shape "
         "may override it)",
     )
     gen.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
@@ -231,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--concurrency",
         type=int,
-        default=4,
+        default=attrs.fields(BatchOptions).concurrency.default,
         metavar="N",
         help="submissions (and uploads) in flight (default %(default)s)",
     )

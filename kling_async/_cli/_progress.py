@@ -29,7 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .._models import TaskSnapshot
-from ._batch import ENDED, STATES, BatchRun, Job
+from ._batch import BatchRun
+from ._jobs import STATES, Job, JobState
 
 __all__ = [
     "RichBatchDisplay",
@@ -40,20 +41,6 @@ __all__ = [
     "task_eta",
 ]
 
-STYLES = {
-    "queued": "dim",
-    "submitting": "cyan",
-    "pending": "blue",
-    "processing": "magenta",
-    "unknown": "yellow",
-    "downloading": "cyan",
-    "done": "green",
-    "failed": "red",
-    "uncertain": "yellow",
-    "error": "red",
-    "stopped": "yellow",
-}
-_PROBLEMS = frozenset({"failed", "uncertain", "error"})
 SHOW_ALL_ROWS = 30  # larger batches list only the lines that did not end well
 MAX_PROBLEM_ROWS = 50
 
@@ -112,29 +99,24 @@ def _finish_at(remaining: float | None) -> float | None:
 
 
 def _weight(job: Job) -> float:
-    """How far along a job is, 0..1, for the overall bar (a stopped job did not end)."""
-    if job.state in ENDED:
-        return 1.0
-    if job.state == "downloading":
-        return 0.95
-    if job.state == "processing":
-        return 0.9 * job.progress / 100
-    return 0.0
+    """How far along a job is, 0..1, for the overall bar (its state's weight in STATES)."""
+    info = STATES[job.state]
+    return info.weight * job.progress / 100 if info.by_progress else info.weight
 
 
 class _Counts:
     """Renders the per-state counts line (re-rendered by Live on every refresh)."""
 
-    def __init__(self, counts: dict[str, int]) -> None:
+    def __init__(self, counts: dict[JobState, int]) -> None:
         self._counts = counts
 
     def __rich__(self) -> RenderableType:
         text = Text()
-        for state in STATES:
+        for state, info in STATES.items():
             if self._counts[state]:
                 if text:
                     text.append(" · ", style="dim")
-                text.append(f"{state} {self._counts[state]}", style=STYLES[state])
+                text.append(f"{state} {self._counts[state]}", style=info.style)
         return text
 
 
@@ -144,8 +126,8 @@ class RichBatchDisplay:
     def __init__(self, console: Console, title: str) -> None:
         self._console = console
         self._title = title
-        self._counts = dict.fromkeys(STATES, 0)
-        self._seen: dict[int, tuple[str, float]] = {}
+        self._counts = dict.fromkeys(JobState, 0)
+        self._seen: dict[int, tuple[JobState, float]] = {}
         self._done_weight = 0.0
         self._start_weight = 0.0  # what was already done when the run began
         self._started = time.monotonic()
@@ -186,7 +168,7 @@ class RichBatchDisplay:
         self._done_weight += weight
 
     def _update_bar(self) -> None:
-        ended = sum(n for state, n in self._counts.items() if state in ENDED)
+        ended = sum(n for state, n in self._counts.items() if STATES[state].ended)
         total = self._progress.tasks[0].total or 1
         remaining = batch_eta(
             time.monotonic() - self._started,
@@ -199,13 +181,14 @@ class RichBatchDisplay:
 
     def changed(self, job: Job) -> None:
         """Recount; print the job's failure if it just failed."""
-        before = self._seen.get(id(job), ("", 0.0))[0]
+        before = self._seen.get(id(job), (None, 0.0))[0]
         self._track(job)
         self._update_bar()
-        if job.state in _PROBLEMS and before != job.state:
+        info = STATES[job.state]
+        if info.problem and before != job.state:
             task = f" ({job.task_id})" if job.task_id else ""
             self._console.print(
-                f"[{STYLES[job.state]}]✗ line {job.number}{task} {job.state}:[/] "
+                f"[{info.style}]✗ line {job.number}{task} {job.state}:[/] "
                 f"{escape(job.error or '')}",
                 soft_wrap=True,
             )
@@ -230,7 +213,7 @@ def print_summary(console: Console, run: BatchRun, out_dir: Path, journal: Path 
         _print_table(console, jobs)
     else:
         for job in jobs:  # tab-separated, written as is (rich would expand the tabs)
-            detail = job.filename if job.state == "done" else job.error or ""
+            detail = job.filename if job.state is JobState.DONE else job.error or ""
             detail = " ".join(detail.split())  # one line per job, whatever the reason says
             console.file.write(f"{job.number}\t{job.state}\t{job.task_id or '-'}\t{detail}\n")
     counts = ", ".join(f"{n} {state}" for state, n in run.counts().items() if n)
@@ -257,7 +240,7 @@ def describe_cost(cost: float | None, credits_cost: float | None) -> str:
 
 
 def _print_table(console: Console, jobs: list[Job]) -> None:
-    shown = jobs if len(jobs) <= SHOW_ALL_ROWS else [j for j in jobs if j.state != "done"]
+    shown = jobs if len(jobs) <= SHOW_ALL_ROWS else [j for j in jobs if j.state != JobState.DONE]
     if not shown:
         return
     table = Table(title="kling-async batch", title_justify="left")
@@ -266,10 +249,10 @@ def _print_table(console: Console, jobs: list[Job]) -> None:
     table.add_column("task", no_wrap=True)
     table.add_column("file / reason", overflow="fold")
     for job in shown[:MAX_PROBLEM_ROWS]:
-        detail = job.filename if job.state == "done" else job.error or ""
+        detail = job.filename if job.state is JobState.DONE else job.error or ""
         table.add_row(
             str(job.number),
-            Text(job.state, style=STYLES[job.state]),
+            Text(job.state, style=STATES[job.state].style),
             job.task_id or "",
             Text(detail),
         )

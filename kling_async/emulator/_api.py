@@ -21,12 +21,11 @@ from aiohttp import web
 from ._config import Fault, format_seconds
 from ._control import add_control_routes
 from ._errors import json_response
+from ._faultkinds import KINDS, FaultKind, Served
 from ._faults import (
-    ERROR_KINDS,
+    cut_short,
     drop_connection,
     echo_error,
-    error_response,
-    hang,
     rate_limited,
     still_connected,
     truncated_response,
@@ -117,26 +116,27 @@ class _ApiHandlers:
             real = await answer()
             if real.created is not None:
                 on_created(real.created)
-        kind = fault.kind
-        if kind == "reset":
-            return drop_connection(request)
-        if kind == "hang":
-            return await hang(request)
-        if kind in ERROR_KINDS:
-            return error_response(
-                fault, state.errors, state.config.retry_after, state.config.rate_limit_code
-            )
-        if kind == "echo_key":
-            return echo_error(state.errors, _token_of(request))
-        if kind == "truncated":
-            body = real.response.body if real is not None else fake()
-            return truncated_response(body if isinstance(body, bytes) else b"")
+        early = await self._cut_short(fault, request)
+        if early is not None:
+            return early
+        match KINDS[fault.kind].served:
+            case Served.ECHO:
+                return echo_error(state.errors, _token_of(request))
+            case Served.TRUNCATED:
+                body = real.response.body if real is not None else fake()
+                return truncated_response(body if isinstance(body, bytes) else b"")
         await asyncio.sleep(state.config.slow_delay)  # "slow": answer late, if still wanted
         if real is not None:
             return real.response
         if not still_connected(request):
             return drop_connection(request, rst=False)
         return (await answer()).response
+
+    async def _cut_short(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
+        """A fault's whole answer in place of the real one, if it has one (``cut_short``)."""
+        config = self._state.config
+        errors = self._state.errors
+        return await cut_short(fault, request, errors, config.retry_after, config.rate_limit_code)
 
     # -- submit -----------------------------------------------------------------
 
@@ -256,17 +256,12 @@ class _ApiHandlers:
         kind = fault.kind if fault is not None else None
         if fault is not None:
             state.stats.count_fault(fault.kind)
-            if kind == "reset":
-                return drop_connection(request)
-            if kind == "hang":
-                return await hang(request)
-            if kind in ERROR_KINDS:
-                return error_response(
-                    fault, state.errors, state.config.retry_after, state.config.rate_limit_code
-                )
-            if kind == "echo_key" and (task is None or state.rng.random() < 0.5):
+            early = await self._cut_short(fault, request)
+            if early is not None:
+                return early
+            if kind is FaultKind.ECHO_KEY and (task is None or state.rng.random() < 0.5):
                 return echo_error(state.errors, _token_of(request))
-            if kind == "slow":
+            if kind is FaultKind.SLOW:
                 await asyncio.sleep(state.config.slow_delay)
         refusal = self._refusal(request, time.monotonic())
         if refusal is not None:
@@ -276,20 +271,21 @@ class _ApiHandlers:
             return state.errors.response(404, "task not found")
         payload = state.status_payload(task, time.time())
         data = payload["data"]
-        if kind == "unknown_status":
-            data["status"] = "mystery"
-            for field in _TERMINAL_FIELDS:
-                data.pop(field, None)
-        elif kind == "garbled":
-            garble(data, state.rng)
-        elif kind == "garbage_fields":
-            scramble(data, state.rng)
-        elif kind == "wrong_id":
-            point_at(data, self._other_task_id(task.task_id))
-        elif kind == "echo_key":
-            echo_key_in(data, _token_of(request))
-        elif kind == "truncated":
-            return truncated_response(_dumps(payload))
+        match kind:
+            case FaultKind.UNKNOWN_STATUS:
+                data["status"] = "mystery"
+                for field in _TERMINAL_FIELDS:
+                    data.pop(field, None)
+            case FaultKind.GARBLED:
+                garble(data, state.rng)
+            case FaultKind.GARBAGE_FIELDS:
+                scramble(data, state.rng)
+            case FaultKind.WRONG_ID:
+                point_at(data, self._other_task_id(task.task_id))
+            case FaultKind.ECHO_KEY:
+                echo_key_in(data, _token_of(request))
+            case FaultKind.TRUNCATED:
+                return truncated_response(_dumps(payload))
         return json_response(payload)
 
     @web.middleware

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._faultkinds import API_ROUTES, KINDS, FaultKind, kind_applies
+
 __all__ = [
     "API_ROUTES",
     "DEFAULT_FAULT_KINDS",
@@ -27,6 +29,7 @@ __all__ = [
     "EmulatorConfig",
     "ErrorStyle",
     "Fault",
+    "FaultKind",
     "Outcome",
     "ProgressShape",
     "Route",
@@ -58,29 +61,15 @@ ERROR_STYLES: tuple[str, ...] = ("code", "error_object", "success_false", "mixed
 UNKNOWN_FIELDS: tuple[str, ...] = ("accept", "refuse")
 OUTCOMES: tuple[str, ...] = ("completed", "failed", "cancelled")
 ROUTES: tuple[str, ...] = ("submit", "status", "upload", "storage", "any")
-API_ROUTES: tuple[str, ...] = ("submit", "status", "upload")
 CREATING_ROUTES: tuple[str, ...] = ("submit", "upload")
 """Routes whose request creates something, so a fault can come "after" it was created."""
 WHENS: tuple[str, ...] = ("before", "after")
-DEFAULT_FAULT_KINDS: tuple[str, ...] = (
-    "429",
-    "500",
-    "502",
-    "503",
-    "reset",
-    "slow",
-    "truncated",
-    "html",
+DEFAULT_FAULT_KINDS: tuple[str, ...] = tuple(
+    kind.value for kind in FaultKind if KINDS[kind].default
 )
 """The fault kinds random faults are drawn from unless `fault_kinds` says otherwise."""
-STATUS_ONLY_KINDS: frozenset[str] = frozenset(
-    {"unknown_status", "garbled", "garbage_fields", "wrong_id"}
-)
-API_ONLY_KINDS: frozenset[str] = frozenset({"body_error", "echo_key"})
-FAULT_KINDS: frozenset[str] = frozenset(
-    {*DEFAULT_FAULT_KINDS, "hang", *STATUS_ONLY_KINDS, *API_ONLY_KINDS}
-)
-"""Every fault kind a `Fault` or `fault_kinds` may name."""
+FAULT_KINDS: frozenset[str] = frozenset(kind.value for kind in FaultKind)
+"""Every fault kind a `Fault` or `fault_kinds` may name (the values of `FaultKind`)."""
 
 REALISTIC: dict[str, Any] = {
     "queue_spread": 0.3,
@@ -91,15 +80,6 @@ REALISTIC: dict[str, Any] = {
     "progress_shape": "linear",
 }
 """The fields `EmulatorConfig.realistic()` sets (the rest keep their defaults)."""
-
-
-def kind_applies(kind: str, route: str) -> bool:
-    """Whether a fault kind makes sense on a concrete route ("submit", "status", ...)."""
-    if kind in STATUS_ONLY_KINDS:
-        return route == "status"
-    if kind in API_ONLY_KINDS:
-        return route in API_ROUTES
-    return True
 
 
 def format_seconds(value: float) -> str:
@@ -276,26 +256,34 @@ class EmulatorConfig:
         return cls(**{**REALISTIC, **overrides})
 
 
+def _to_kind(value: str) -> FaultKind:
+    if value not in FAULT_KINDS:
+        raise ValueError(f"kind: must be one of {', '.join(sorted(FAULT_KINDS))} (got {value!r})")
+    return FaultKind(value)
+
+
 def _check_fault(fault: Fault) -> None:
-    if fault.kind == "429" and fault.when == "after":
-        raise ValueError("a 429 refuses the request: it cannot come after the task was created")
-    if fault.code is not None and fault.kind != "429":
-        raise ValueError(f"code: only a 429 carries an upstream code (kind {fault.kind!r})")
+    kind = fault.kind.value
+    if not KINDS[fault.kind].after and fault.when == "after":
+        raise ValueError(f"a {kind} refuses the request: it cannot come after the task was created")
+    if fault.code is not None and fault.kind is not FaultKind.TOO_MANY_REQUESTS:
+        raise ValueError(f"code: only a 429 carries an upstream code (kind {kind!r})")
     if fault.retry_after is not None:
-        if fault.kind != "429":
-            raise ValueError(f"retry_after: only a 429 sends Retry-After (kind {fault.kind!r})")
+        if fault.kind is not FaultKind.TOO_MANY_REQUESTS:
+            raise ValueError(f"retry_after: only a 429 sends Retry-After (kind {kind!r})")
         if not fault.retry_after or not all(" " <= ch <= "~" for ch in fault.retry_after):
             raise ValueError("retry_after: must be non-empty printable ASCII (a header value)")
     if fault.route == "any":
-        if not any(kind_applies(fault.kind, route) for route in API_ROUTES):
-            raise ValueError(f"fault kind {fault.kind!r} applies to no API route")
-    elif not kind_applies(fault.kind, fault.route):
-        raise ValueError(f"fault kind {fault.kind!r} does not apply to route {fault.route!r}")
+        if not any(kind_applies(kind, route) for route in API_ROUTES):
+            raise ValueError(f"fault kind {kind!r} applies to no API route")
+    elif not kind_applies(kind, fault.route):
+        raise ValueError(f"fault kind {kind!r} does not apply to route {fault.route!r}")
 
 
 @attrs.frozen
 class Fault:
-    """A scripted fault: the next `times` matching requests get `kind`.
+    """A scripted fault: the next `times` matching requests get `kind` (a `FaultKind`, or
+    its value: "429", "reset", ...).
 
     `route="any"` matches the API routes (submit, status and upload), not storage
     downloads. On submit and upload, `when="before"` fails the request without creating
@@ -306,7 +294,7 @@ class Fault:
     ``rate_limit_code`` (1101 in arrears, 1303 too many at once...).
     """
 
-    kind: str = attrs.field(validator=_one_of(tuple(sorted(FAULT_KINDS))))
+    kind: FaultKind = attrs.field(converter=_to_kind)
     route: Route = attrs.field(default="any", validator=_one_of(ROUTES))
     times: int = attrs.field(default=1, validator=[_whole_number, attrs.validators.ge(1)])
     when: When = attrs.field(default="before", validator=_one_of(WHENS))

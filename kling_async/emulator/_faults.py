@@ -1,6 +1,7 @@
 """Choosing faults (scripted first, then random) and serving them.
 
-How each kind reaches the wire:
+What each kind is (where it applies, how it is served) is ``_faultkinds.KINDS``; how each
+reaches the wire:
 
 =================  ==========================================================
 "429"              429, JSON error body, ``Retry-After: <retry_after>`` (the
@@ -43,11 +44,12 @@ from aiohttp import web
 
 from ._config import API_ROUTES, CREATING_ROUTES, Fault, Route, When, format_seconds, kind_applies
 from ._errors import ErrorWriter, json_response
+from ._faultkinds import KINDS, FaultKind, Served
 
 __all__ = [
-    "ERROR_KINDS",
     "UPSTREAM_CODES",
     "FaultBox",
+    "cut_short",
     "drop_connection",
     "echo_error",
     "error_response",
@@ -56,9 +58,6 @@ __all__ = [
     "still_connected",
     "truncated_response",
 ]
-
-ERROR_KINDS = frozenset({"429", "500", "502", "503", "html", "body_error"})
-"""Kinds answered by a canned error response instead of the real one."""
 
 #: Upstream Kling codes a 429 may carry (API.md section 5), and the message sent with each.
 UPSTREAM_CODES: dict[int, str] = {
@@ -125,26 +124,46 @@ class FaultBox:
         kinds = [kind for kind in self._kinds if kind_applies(kind, route)]
         if not kinds:
             return None
-        kind = self._rng.choice(kinds)
+        kind = FaultKind(self._rng.choice(kinds))
         when: When = "before"
         # A 429 refuses the request, so it never comes after a task was created.
-        if route in CREATING_ROUTES and kind != "429" and self._rng.random() < 0.5:
+        if route in CREATING_ROUTES and KINDS[kind].after and self._rng.random() < 0.5:
             when = "after"
         return Fault(kind, route=cast(Route, route), when=when)
+
+
+async def cut_short(
+    fault: Fault,
+    request: web.BaseRequest,
+    errors: ErrorWriter,
+    retry_after: float,
+    code: int | None = None,
+) -> web.StreamResponse | None:
+    """The whole answer of a fault served in place of the real one (a canned error, a
+    dropped connection, a hang); None for a kind that changes the real answer instead.
+    ``retry_after`` and ``code`` are the config's, for a 429 (see :func:`error_response`)."""
+    match KINDS[fault.kind].served:
+        case Served.ERROR:
+            return error_response(fault, errors, retry_after, code)
+        case Served.DROP:
+            return drop_connection(request)
+        case Served.HANG:
+            return await hang(request)
+    return None
 
 
 def error_response(
     fault: Fault, errors: ErrorWriter, retry_after: float, code: int | None = None
 ) -> web.Response:
-    """The canned response for an error-shaped fault kind (see `ERROR_KINDS`); a 429
+    """The canned response for a fault served as an error (``Served.ERROR``); a 429
     carries the fault's upstream code, else `code` (the config's ``rate_limit_code``)."""
     kind = fault.kind
-    if kind == "html":
+    if kind is FaultKind.HTML:
         return web.Response(text=_HTML, status=502, content_type="text/html")
-    if kind == "body_error":
+    if kind is FaultKind.BODY_ERROR:
         return json_response({"code": 500, "message": "internal"})
     status = int(kind)
-    if status == 429:
+    if kind is FaultKind.TOO_MANY_REQUESTS:
         value = fault.retry_after if fault.retry_after is not None else format_seconds(retry_after)
         return rate_limited(errors, value, fault.code if fault.code is not None else code)
     return errors.response(status, _MESSAGES[status])

@@ -19,7 +19,8 @@ from importlib import resources
 from aiohttp import web
 
 from ._errors import ErrorWriter, json_response
-from ._faults import ERROR_KINDS, drop_connection, error_response, hang
+from ._faultkinds import FaultKind
+from ._faults import cut_short, drop_connection
 from ._state import EmulatorState
 from ._uploads import UPLOADS_PATH
 
@@ -45,7 +46,7 @@ class _StorageHandlers:
         self,
         request: web.Request,
         locate: tuple[bytes, str, float] | None,
-        fault_kind: str | None,
+        fault_kind: FaultKind | None,
     ) -> web.StreamResponse:
         """Stream `locate` = (content, content type, signed expiry) or answer 404/403."""
         if locate is None:
@@ -56,7 +57,7 @@ class _StorageHandlers:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         response.content_length = len(content)
         await response.prepare(request)
-        if fault_kind == "truncated":
+        if fault_kind is FaultKind.TRUNCATED:
             await response.write(content[: len(content) // 2])
             drop_connection(request, rst=False)
             return response
@@ -65,7 +66,9 @@ class _StorageHandlers:
         await response.write_eof()
         return response
 
-    async def _fault(self, request: web.Request) -> tuple[web.StreamResponse | None, str | None]:
+    async def _fault(
+        self, request: web.Request
+    ) -> tuple[web.StreamResponse | None, FaultKind | None]:
         """Count the request and serve a storage fault: (an early answer, the fault kind)."""
         state = self._state
         stats = state.stats
@@ -76,15 +79,10 @@ class _StorageHandlers:
         if fault is None:
             return None, None
         stats.count_fault(fault.kind)
-        if fault.kind == "reset":
-            return drop_connection(request), fault.kind
-        if fault.kind == "hang":
-            return await hang(request), fault.kind
-        if fault.kind in ERROR_KINDS:
-            return error_response(fault, self._errors, state.config.retry_after), fault.kind
-        if fault.kind == "slow":
+        early = await cut_short(fault, request, self._errors, state.config.retry_after)
+        if early is None and fault.kind is FaultKind.SLOW:
             await asyncio.sleep(state.config.slow_delay)
-        return None, fault.kind
+        return early, fault.kind
 
     async def video(self, request: web.Request) -> web.StreamResponse:
         """`GET /files/{task_id}/{token}.mp4`: a completed task's video."""

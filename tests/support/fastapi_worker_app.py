@@ -1,7 +1,7 @@
 """The FastAPI example as deployed, plus one header naming the worker process that answered.
 
-``uvicorn fastapi_worker_app:app --workers 4``, with ``examples/fastapi_app`` and this
-directory on the import path, serves the example's app unchanged but for an
+``uvicorn support.fastapi_worker_app:app --workers 4``, with ``examples/fastapi_app`` and
+``tests/`` on the import path, serves the example's app unchanged but for an
 ``X-Worker-Pid`` header on every answer, so a test can tell uvicorn's workers apart.
 """
 

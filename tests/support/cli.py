@@ -1,5 +1,6 @@
-"""Helpers for the command-line tests: the emulator in its own process, the CLI as a
-real subprocess, and readers for its JSON lines and journal."""
+"""The command line under test: the command as a real subprocess, the emulator it talks to
+(``kling_async.testing.EmulatorProcess``, driven from these synchronous tests through a
+:class:`~support.loop.LoopThread`), and readers for its JSON lines and journal."""
 
 from __future__ import annotations
 
@@ -12,18 +13,34 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from kling_async import PollPolicy
+from kling_async._cli._journal import default_path
+from kling_async.testing import EmulatorProcess
+from support.loop import LoopThread, loop_thread
+
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "prompts.jsonl"
 SLOW_DELAY = 1.0  # real seconds the emulator holds a "slow" submit
-FAST_POLL = ["--min-poll-interval", "0.02", "--max-poll-interval", "0.2"]
-FAST_POLL += ["--max-polls-per-second", "500"]
+CLI_POLL = PollPolicy(min_interval=0.02, max_interval=0.2, max_requests_per_second=500)
+"""How the command polls in these tests (given to it as flags: :data:`CLI_POLL_ARGS`)."""
 
 Events = list[dict[str, Any]]
+
+
+def poll_args(policy: PollPolicy) -> list[str]:
+    """The command's flags for polling as ``policy`` says."""
+    return [
+        "--min-poll-interval", f"{policy.min_interval:g}",
+        "--max-poll-interval", f"{policy.max_interval:g}",
+        "--max-polls-per-second", f"{policy.max_requests_per_second:g}",
+    ]  # fmt: skip
+
+
+CLI_POLL_ARGS = poll_args(CLI_POLL)
 
 
 def _clean_env() -> dict[str, str]:
@@ -31,41 +48,33 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("APIMART_")}
 
 
-class EmulatorProcess:
-    """The emulator running as ``python -m kling_async.emulator``, steered over HTTP."""
+class SyncEmulator:
+    """An :class:`EmulatorProcess` for synchronous tests: its control calls, blocking."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+    def __init__(self, process: EmulatorProcess, loop: LoopThread) -> None:
+        self.process = process
+        self.url = process.url
+        self._loop = loop
 
     def stats(self) -> dict[str, Any]:
         """The emulator's counters (``/_stats``)."""
-        result: dict[str, Any] = self._call("GET", "/_stats")
-        return result
+        return self._loop.run(self.process.stats())
 
     def reset(self) -> None:
         """Zero the counters."""
-        self._call("POST", "/_reset", {})
+        self._loop.run(self.process.reset_stats())
 
     def fault(self, **fields: Any) -> None:
         """Queue a scripted fault."""
-        self._call("POST", "/_faults", fields)
+        self._loop.run(self.process.control("POST", "/_faults", fields))
 
     def script(self, **fields: Any) -> None:
         """Fix the fate of later jobs whose prompt contains a marker."""
-        self._call("POST", "/_scripts", fields)
+        self._loop.run(self.process.control("POST", "/_scripts", fields))
 
     def record(self, task_id: str) -> dict[str, Any]:
         """The emulator's record of a task (``/_tasks/{id}``): its request as received."""
-        result: dict[str, Any] = self._call("GET", f"/_tasks/{task_id}")
-        return result
+        return self._loop.run(self.process.record(task_id))
 
     def created_prompts(self) -> collections.Counter[str]:
         """How many tasks the emulator created per prompt."""
@@ -73,23 +82,13 @@ class EmulatorProcess:
 
 
 @contextlib.contextmanager
-def emulator_running(*options: str) -> Iterator[EmulatorProcess]:
-    """An emulator process (``python -m kling_async.emulator --port 0 OPTIONS``)."""
-    command = [sys.executable, "-m", "kling_async.emulator", "--port", "0", *options]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_clean_env()
-    ) as proc:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("KLING_EMULATOR_URL="), line
-        try:
-            yield EmulatorProcess(line.split("=", 1)[1])
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+def emulator_running(*flags: str) -> Iterator[SyncEmulator]:
+    """``kling-async emulator FLAGS`` in a child process, until the block ends."""
+    with loop_thread() as loop, loop.entered(EmulatorProcess(*flags)) as process:
+        yield SyncEmulator(process, loop)
 
 
-#: The options of the emulator most CLI tests share.
+#: The flags of the emulator most CLI tests share.
 SHARED_EMULATOR = ("--time-scale", "200", "--slow-delay", str(SLOW_DELAY), "--seed", "4")
 
 
@@ -192,9 +191,9 @@ def write_batch(path: Path, requests: list[dict[str, Any]]) -> Path:
     return path
 
 
-def batch_args(file: Path, out: Path, emu: EmulatorProcess, *extra: str) -> list[str]:
+def batch_args(file: Path, out: Path, emu: SyncEmulator, *extra: str) -> list[str]:
     """``batch`` against the emulator process, fast polling, JSON output."""
-    connection = ["--base-url", emu.url, "--api-key", "k", *FAST_POLL]
+    connection = ["--base-url", emu.url, "--api-key", "k", *CLI_POLL_ARGS]
     return ["batch", str(file), "--out", str(out), *connection, "--json", *extra]
 
 
@@ -208,20 +207,17 @@ def videos_in(out: Path) -> list[Path]:
 
 def journal_rows(out: Path, where: str = "1") -> list[dict[str, Any]]:
     """The journal's rows (as dicts) that match the SQL condition ``where``."""
-    with contextlib.closing(sqlite3.connect(out / ".kling-journal.sqlite3")) as db:
+    with contextlib.closing(sqlite3.connect(default_path(out))) as db:
         db.row_factory = sqlite3.Row
         return [dict(row) for row in db.execute(f"SELECT * FROM jobs WHERE {where}")]
 
 
 def journal_states(out: Path) -> collections.Counter[str]:
     """How many journal rows are in each state."""
-    with contextlib.closing(sqlite3.connect(out / ".kling-journal.sqlite3")) as db:
+    with contextlib.closing(sqlite3.connect(default_path(out))) as db:
         return collections.Counter(state for (state,) in db.execute("SELECT state FROM jobs"))
 
 
 def prompts(n: int, marker: str = "") -> list[dict[str, Any]]:
     """``n`` distinct text-to-video requests."""
     return [{"prompt": f"scene {i} of a quiet harbour at dawn {marker}".strip()} for i in range(n)]
-
-
-# -- batch ---------------------------------------------------------------------------------

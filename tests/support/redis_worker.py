@@ -1,6 +1,7 @@
 """One process awaiting tasks by id: the worker of the multi-process Redis tests.
 
-    python tests/redis_worker.py '{"base_url": ..., "api_key": ..., "redis": ..., "poll": {...}}'
+    python tests/support/redis_worker.py '{"base_url": ..., "api_key": ..., "redis": ...,
+                                           "poll": {...}}'
 
 It opens a :class:`KlingSession` (``redis`` null: none, polling on its own; ``lease_ttl``
 replaces the Redis lease's 3 s; ``rejoin_within`` waits up to that many seconds after the last
