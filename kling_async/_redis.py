@@ -44,7 +44,7 @@ from ._config import PollPolicy
 from ._coordination import Budget, CoordinatorSink, Sighting
 from ._exceptions import KlingError
 from ._messages import KEPT, Kept, Lesson, Message, Pause, Snap, decode, encode
-from ._redisbudget import BUDGET_KEYS, RETRY_AFTER_ERROR, TAKE, SharedBudget, take
+from ._redisbudget import BUDGET_KEYS, RETRY_AFTER_ERROR, TAKE, Grant, SharedBudget, take
 from ._redisleases import Leases
 from ._waiting import stop_if_cancelled, wait_event
 
@@ -176,12 +176,15 @@ class RedisCoordinator:
         ]
 
     async def take_budget(
-        self, want: int, sent: list[float], epoch: str = ""
-    ) -> tuple[int, str] | None:
-        """What ``_redisbudget.take`` grants; None if Redis failed."""
+        self, want: int, sent: list[float], epoch: str = "", alone: float = 0.0
+    ) -> Grant | None:
+        """What ``_redisbudget.take`` grants (or, with ``alone``, this process's claim to
+        its share); None if Redis failed."""
         keys = [self._key(key) for key in BUDGET_KEYS]
         try:
-            return await take(self._take, keys, self.max_rate, want, sent, epoch)
+            return await take(
+                self._take, keys, self.max_rate, want, sent, epoch=epoch, me=self._me, alone=alone
+            )
         except RedisError as exc:
             self._lost(exc)
             return None

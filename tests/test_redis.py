@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import pytest
@@ -100,24 +101,49 @@ async def test_a_budget_whose_window_was_lost_grants_nothing_for_a_hold(redis_se
     other = RedisCoordinator(redis_server.url, KEY, POLL)
     try:
         first = await coordinator.take_budget(5, [])
-        assert first is not None and first[0] == 5
-        epoch = first[1]
-        assert await coordinator.take_budget(5, [], epoch) == (5, epoch)
+        assert first is not None and first.tokens == 5
+        epoch = first.epoch
+        again = await coordinator.take_budget(5, [], epoch)
+        assert again is not None and (again.tokens, again.epoch) == (5, epoch)
         assert redis_server.command("FLUSHALL") == b"+OK"
         newcomer = await other.take_budget(1, [])  # knew no epoch: no reason to hold
-        assert newcomer is not None and newcomer[0] == 1 and newcomer[1] != epoch
+        assert newcomer is not None and newcomer.tokens == 1 and newcomer.epoch != epoch
         held = await coordinator.take_budget(5, [], epoch)  # knew the lost one: hold
-        assert held is not None and -hold_ms <= held[0] < -0.9 * hold_ms
-        also = await other.take_budget(5, [], newcomer[1])  # the hold is everyone's
-        assert also is not None and also[0] < 0
+        assert held is not None and -hold_ms <= held.tokens < -0.9 * hold_ms
+        also = await other.take_budget(5, [], newcomer.epoch)  # the hold is everyone's
+        assert also is not None and also.tokens < 0
         await asyncio.sleep(hold_ms / 1000)
-        assert await coordinator.take_budget(5, [], held[1]) == (5, newcomer[1])
+        after = await coordinator.take_budget(5, [], held.epoch)
+        assert after is not None and (after.tokens, after.epoch) == (5, newcomer.epoch)
     finally:
         await coordinator.close()
         await other.close()
 
 
-@pytest.mark.slow
+async def test_a_process_keeping_to_its_share_claims_it_from_the_others(redis_server):
+    """A process that keeps to its share (its grants came too late) claims it in Redis
+    first: while the claim lasts, the others are granted the cap minus that share, and
+    once it is given back (its next ordinary request), the whole cap again."""
+    cap = 12
+    policy = PollPolicy(min_interval=0.02, max_interval=0.3, max_requests_per_second=cap)
+    slow = RedisCoordinator(redis_server.url, KEY, policy)
+    quick = RedisCoordinator(redis_server.url, KEY, policy)
+    redis = Redis.from_url(redis_server.url)
+    try:
+        peers = namespace(KEY) + ":peers"
+        await redis.zadd(peers, {"slow": time.time(), "quick": time.time(), "third": time.time()})
+        claim = await slow.take_budget(0, [], alone=3.0)
+        assert claim is not None and (claim.tokens, claim.peers) == (0, 3)
+        granted = await quick.take_budget(cap, [])
+        assert granted is not None and granted.tokens == cap - cap // 3  # the share kept out
+        back = await slow.take_budget(cap, [])  # an ordinary request gives the claim back
+        assert back is not None and back.tokens == cap // 3  # what is left of the whole cap
+    finally:
+        await redis.aclose()
+        await slow.close()
+        await quick.close()
+
+
 async def test_redis_keys_name_a_hash_of_the_key_and_all_expire(redis_server):
     """No Redis key contains the API key, and every key has a time to live."""
     async with Emulator(fast_config(time_scale=200.0)) as emu:
