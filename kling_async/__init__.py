@@ -33,6 +33,7 @@ from ._exceptions import (
     TaskTimeoutError,
     TransportError,
 )
+from ._logging import configure_from_environment as _configure_logging
 from ._models import (
     ErrorInfo,
     GenericRequest,
@@ -49,6 +50,8 @@ from ._poller import PollStats
 from ._session import KlingSession
 from ._task import Task
 from ._transport import AiohttpTransport, DownloadStream, RawResponse, Transport
+
+_configure_logging()  # $KLING_LOG=debug|info: readable records on stderr, no code needed
 
 try:
     __version__ = _metadata.version("kling-async")

@@ -23,6 +23,7 @@ from ._config import SessionConfig
 from ._exceptions import DownloadError
 from ._models import VideoResult
 from ._retry import is_transient, retrying
+from ._telemetry import telemetry
 from ._transport import DownloadStream, Transport
 
 __all__ = ["ExpiredURLError", "check_target", "looks_like_video", "save_video", "stream_to_file"]
@@ -111,7 +112,26 @@ async def save_video(
     fresh: Callable[[str], Awaitable[VideoResult]],
 ) -> Path:
     """Stream video ``index`` of ``result`` to ``target`` (transient errors retried by the
-    session's policy); an expired or refused URL is replaced once by ``fresh(task_id)``."""
+    session's policy); an expired or refused URL is replaced once by ``fresh(task_id)``.
+    Traced as one ``kling.download`` span."""
+    trace = telemetry().download(result.task_id, result.videos[index].url)
+    try:
+        size = await _save(transport, config, result, target, index, fresh)
+    except BaseException as exc:
+        trace.finished(None, exc)
+        raise
+    trace.finished(size)
+    return target
+
+
+async def _save(
+    transport: Transport,
+    config: SessionConfig,
+    result: VideoResult,
+    target: Path,
+    index: int,
+    fresh: Callable[[str], Awaitable[VideoResult]],
+) -> int:
     download = retrying(config.retry, is_transient)(stream_to_file)
     refreshed = False
     expires_at = result.videos[index].expires_at
@@ -132,12 +152,22 @@ async def save_video(
                 raise
             result, refreshed = await _fresh(fresh, result.task_id), True
             continue
-        logger.info("downloaded %s (%d bytes) to %s", result.task_id, size, target)
-        return target
+        logger.info(
+            "downloaded %s (%d bytes) to %s",
+            result.task_id,
+            size,
+            target,
+            extra={"task_id": result.task_id, "bytes": size},
+        )
+        return size
 
 
 async def _fresh(fresh: Callable[[str], Awaitable[VideoResult]], task_id: str) -> VideoResult:
-    logger.info("result URL of %s expired or refused; fetching a fresh one", task_id)
+    logger.info(
+        "result URL of %s expired or refused; fetching a fresh one",
+        task_id,
+        extra={"task_id": task_id},
+    )
     return await fresh(task_id)
 
 

@@ -88,12 +88,14 @@ def _waits(policy: RetryPolicy) -> Callable[[], Generator[float, Any, None]]:
 
 def log_retry(what: str, wait: float, tries: int, exc: BaseException | None) -> None:
     """Log (INFO) that ``what`` is tried again in ``wait`` s after ``tries`` attempts."""
+    error = type(exc).__name__ if exc is not None else "error"
     logger.info(
         "retrying %s in %.2fs after attempt %d: %s",
         what,
         wait,
         tries,
-        type(exc).__name__ if exc is not None else "error",
+        error,
+        extra={"request": what, "attempt": tries, "wait": round(wait, 3), "error": error},
     )
 
 

@@ -19,25 +19,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._client import ApiClient
 from ._clock import ServerClock
 from ._config import PollPolicy, RetryPolicy, header_token, resolve_config
-from ._convert import parse_submission, request_body
 from ._coordination import Coordinator, LocalCoordinator
 from ._download import save_video
 from ._exceptions import (
     KlingError,
     RequestValidationError,
     SessionClosedError,
-    SubmissionUncertainError,
 )
 from ._forecast import Forecaster
 from ._models import TaskSnapshot, VideoRequest, VideoResult, check_task_id
 from ._poller import Poller, PollStats
-from ._submission import (
-    Outcome,
-    Submission,
-    check_idempotency_key,
-    classify,
-    new_idempotency_key,
-)
+from ._submission import check_idempotency_key, new_idempotency_key, post_generation
 from ._task import Task, as_completed, result_of
 from ._transport import AiohttpTransport, Transport
 from ._upload import upload_image, with_uploads
@@ -51,7 +43,6 @@ logger = logging.getLogger("kling_async")
 
 T = TypeVar("T")
 
-SUBMIT_PATH = "/v1/videos/generations"
 REDIS_URL_ENV = "KLING_REDIS_URL"
 
 
@@ -217,33 +208,10 @@ class KlingSession:
 
     async def _submit(self, request: VideoRequest, key: str) -> Task:
         request = await with_uploads(self._client, self.config.retry, request)
-        body = request_body(request)
-        loop = asyncio.get_running_loop()
-        sent: list[float] = []  # when each attempt went out
-
-        async def attempt() -> tuple[str, Outcome]:
-            sent.append(loop.time())
-            reply = await self._client.call(
-                "POST", SUBMIT_PATH, json_body=body, headers={"Idempotency-Key": key}, paid=True
-            )
-            return parse_submission(reply.payload), classify(reply)
-
-        submission = Submission(self.config.retry, keyed=True)
-        try:
-            task_id, outcome = await submission.send(attempt, "submit")
-        except asyncio.CancelledError:
-            if self._closed and submission.unknown is not None:  # closed while waiting to retry
-                raise SubmissionUncertainError(request, submission.unknown, key) from None
-            raise
-        except KlingError as exc:
-            if submission.uncertain(exc):
-                raise submission.uncertainty(request, exc, key) from exc
-            raise
-
-        replayed = outcome is Outcome.REPLAYED
-        logger.debug("submitted %s%s", task_id, " (replayed)" if replayed else "")
-        origin = sent[0] if replayed else sent[-1]
-        return Task(self._poller, task_id, request, submitted_at=origin, idempotency_key=key)
+        task_id, submitted_at = await post_generation(
+            self._client, self.config.retry, request, key, closed=lambda: self._closed
+        )
+        return Task(self._poller, task_id, request, submitted_at=submitted_at, idempotency_key=key)
 
     async def upload_images(self, request: VideoRequest) -> VideoRequest:
         """``request`` with its local images uploaded and replaced by their URLs (a

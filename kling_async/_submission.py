@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import attrs
 
-from ._client import Reply
+from ._client import ApiClient, Reply
 from ._config import RetryPolicy, header_token
+from ._convert import parse_submission, request_body
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -54,7 +56,9 @@ from ._exceptions import (
     SubmissionUncertainError,
     TransportError,
 )
+from ._models import VideoRequest
 from ._retry import RETRYABLE_STATUS, is_transient, log_retry, retry_delay, too_long_to_wait
+from ._telemetry import SubmitTrace, telemetry
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -65,11 +69,16 @@ __all__ = [
     "Submission",
     "check_idempotency_key",
     "classify",
+    "SUBMIT_PATH",
     "new_idempotency_key",
+    "post_generation",
+    "submit_outcome",
     "surely_not_received",
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("kling_async")
 
 REPLAYED_HEADER = "Idempotency-Replayed"
 """The answer's header that says the server returned the task of an earlier attempt."""
@@ -222,3 +231,86 @@ class Submission:
         assert self.unknown is not None
         cause = self.unknown if isinstance(exc, SessionClosedError) else exc
         return SubmissionUncertainError(request, cause, key)
+
+
+SUBMIT_PATH = "/v1/videos/generations"
+
+
+def submit_outcome(error: BaseException) -> str:
+    """How a submit that raised ``error`` ended, for the ``kling.submits`` metric:
+    uncertain (retries ran out while an attempt's outcome was unknown), not_sent,
+    cancelled or refused."""
+    if isinstance(error, SubmissionUncertainError):
+        return "uncertain"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return "not_sent" if classify(error) is Outcome.NOT_SENT else "refused"
+
+
+async def post_generation(
+    client: ApiClient,
+    policy: RetryPolicy,
+    request: VideoRequest,
+    key: str,
+    *,
+    closed: Callable[[], bool],
+) -> tuple[str, float]:
+    """POST ``request`` (its images already uploaded) with ``key`` until the server says
+    what it made: the task id and when the attempt that made it left (the event loop's
+    clock; for a replay, the first attempt, which the server answered for). Uncertain
+    retries end in :class:`SubmissionUncertainError`; ``closed()`` says whether a
+    cancellation came from the session closing. Traced as one ``kling.submit`` span."""
+    trace = telemetry().submit(request)
+    try:
+        with trace.active():
+            task_id, outcome, origin = await _post(client, policy, request, key, trace, closed)
+    except BaseException as exc:
+        trace.finished(submit_outcome(exc), error=exc)
+        raise
+    replayed = outcome is Outcome.REPLAYED
+    trace.finished(outcome.value, task_id=task_id, replayed=replayed)
+    return task_id, origin
+
+
+async def _post(
+    client: ApiClient,
+    policy: RetryPolicy,
+    request: VideoRequest,
+    key: str,
+    trace: SubmitTrace,
+    closed: Callable[[], bool],
+) -> tuple[str, Outcome, float]:
+    body = request_body(request)
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []  # when each attempt went out
+
+    async def attempt() -> tuple[str, Outcome]:
+        sent.append(loop.time())
+        try:
+            reply = await client.call(
+                "POST", SUBMIT_PATH, json_body=body, headers={"Idempotency-Key": key}, paid=True
+            )
+        except KlingError as exc:
+            trace.attempt_failed(len(sent), exc)
+            raise
+        return parse_submission(reply.payload), classify(reply)
+
+    submission = Submission(policy, keyed=True)
+    try:
+        task_id, outcome = await submission.send(attempt, "submit")
+    except asyncio.CancelledError:
+        if closed() and submission.unknown is not None:  # closed while waiting to retry
+            raise SubmissionUncertainError(request, submission.unknown, key) from None
+        raise
+    except KlingError as exc:
+        if submission.uncertain(exc):
+            raise submission.uncertainty(request, exc, key) from exc
+        raise
+    replayed = outcome is Outcome.REPLAYED
+    logger.debug(
+        "submitted %s%s",
+        task_id,
+        " (replayed)" if replayed else "",
+        extra={"task_id": task_id, "attempts": len(sent), "replayed": replayed},
+    )
+    return task_id, outcome, sent[0] if replayed else sent[-1]

@@ -10,7 +10,8 @@ Metrics (names and units in the semantic conventions' style):
 
 =================================  ===============  ====================================
 ``kling.submits``                  counter          by ``kling.outcome``: created,
-                                   ``{submit}``     replayed, refused, uncertain
+                                   ``{submit}``     replayed, refused, uncertain,
+                                                    not_sent, cancelled
 ``kling.status_requests``          counter          by ``kling.outcome``: ok, 429, 5xx,
                                    ``{request}``    network, unreadable, refused
 ``kling.downloads``                counter          by ``kling.outcome``: ok, error
@@ -35,6 +36,7 @@ and task id; never the API key, never a URL's path or query (only the storage ho
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -115,11 +117,24 @@ class SubmitTrace:
         self._telemetry = telemetry
         self._span = span
 
-    def retry(self, attempt: int, error: BaseException) -> None:
-        """Attempt ``attempt`` failed with ``error`` and will be retried."""
+    def active(self) -> contextlib.AbstractContextManager[Any]:
+        """A block in which the submit's span is the current span (so the spans of HTTP
+        instrumentation, and of uploads, nest under it)."""
+        if self._span is None:
+            return contextlib.nullcontext()
+        from opentelemetry.trace import use_span
+
+        # Our own error handling names the error type; an exception event would carry its
+        # message, and SubmissionUncertainError names the idempotency key.
+        return use_span(
+            self._span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
+
+    def attempt_failed(self, attempt: int, error: BaseException) -> None:
+        """Attempt number ``attempt`` failed with ``error`` (retried, or the last one)."""
         if self._span is not None:
             attributes = {"kling.attempt": attempt, "error.type": type(error).__name__}
-            self._span.add_event("kling.submit.retry", attributes)
+            self._span.add_event("kling.submit.attempt_failed", attributes)
 
     def finished(
         self,

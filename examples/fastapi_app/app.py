@@ -10,6 +10,7 @@ exception handler (:func:`http_error`).
     GET  /videos/{id}/events       server-sent events with each change, until the task ends
     GET  /videos/{id}/result       wait up to ?timeout= s: 200 with the URL, 202 if still running
     GET  /                         a page to try it in a browser (static/: plain HTML, CSS, JS)
+    GET  /metrics                  the SDK's metrics for Prometheus (with requirements.txt)
 
 Run it: ``uvicorn app:app`` in this directory with ``APIMART_API_KEY`` (and, for the
 emulator, ``APIMART_BASE_URL``) set; see README.md.
@@ -302,6 +303,37 @@ async def progress_events(task: Task, heartbeat: float) -> AsyncIterator[str]:
             await updates.aclose()
 
 
+# -- metrics -----------------------------------------------------------------------------
+
+_METERS: Any = None  # this process's MeterProvider, once set
+
+
+def prometheus_metrics() -> Callable[[], Response] | None:
+    """A ``GET /metrics`` handler: the SDK's OpenTelemetry metrics (``kling_submits_total``,
+    ``kling_status_requests_total``, ``kling_tasks_active``, ...) in Prometheus's text
+    format; None if the OpenTelemetry SDK and its Prometheus exporter are not installed.
+
+    The provider is set once per process (the OpenTelemetry API takes only one); these
+    are the few lines README.md shows.
+    """
+    global _METERS
+    try:
+        from opentelemetry import metrics
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    except ImportError:
+        return None
+    if _METERS is None:
+        _METERS = MeterProvider(metric_readers=[PrometheusMetricReader()])
+        metrics.set_meter_provider(_METERS)
+
+    def scrape() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return scrape
+
+
 # -- the app -----------------------------------------------------------------------------
 
 
@@ -376,6 +408,9 @@ def create_app(
         return FileResponse(PAGE_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=PAGE_DIR), name="static")
+    scrape = prometheus_metrics()
+    if scrape is not None:
+        app.add_api_route("/metrics", scrape, methods=["GET"], include_in_schema=False)
 
     return app
 
